@@ -1,0 +1,236 @@
+// Package config holds the sidecar's configuration: its defaults, the YAML
+// file and environment variables that override them, and the one validation
+// pass that reports every problem at once.
+//
+// The order is fixed: Default, then the file, then the environment, then the
+// values derived from the environment name (Resolve), then Validate.
+package config
+
+import (
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration. The YAML keys and environment variable
+// names are part of the interface contract (DESIGN.md): never rename them.
+type Config struct {
+	Listen   string   `yaml:"listen" env:"SIDECAR_LISTEN"`
+	Admin    Admin    `yaml:"admin"`
+	Upstream Upstream `yaml:"upstream"`
+	Server   Server   `yaml:"server"`
+	Shutdown Shutdown `yaml:"shutdown"`
+	App      App      `yaml:"app"`
+	Sentry   Sentry   `yaml:"sentry"`
+	JWT      JWT      `yaml:"jwt"`
+	Tunnel   Tunnel   `yaml:"tunnel"`
+	Browser  Browser  `yaml:"browser"`
+	Actions  []Action `yaml:"actions"`
+	Log      Log      `yaml:"log"`
+}
+
+// Admin is the separate listener for probes, metrics and the inbox.
+type Admin struct {
+	Listen string `yaml:"listen" env:"SIDECAR_ADMIN_LISTEN"`
+}
+
+// Upstream is the API the sidecar fronts and the pool that reaches it.
+type Upstream struct {
+	URL            string   `yaml:"url" env:"SIDECAR_UPSTREAM_URL"`
+	PreserveHost   bool     `yaml:"preserve_host" env:"SIDECAR_UPSTREAM_PRESERVE_HOST"`
+	TrustedProxies []string `yaml:"trusted_proxies" env:"SIDECAR_TRUSTED_PROXIES"`
+	// DialTimeout bounds connecting to the upstream, nothing after it.
+	DialTimeout Duration `yaml:"dial_timeout"`
+	// ResponseHeaderTimeout bounds the wait for the upstream's response
+	// headers. Zero (the default) means no bound: Proximity holds
+	// POST /api/v1/apps/deploy open for up to ten minutes.
+	ResponseHeaderTimeout Duration `yaml:"response_header_timeout"`
+	IdleConnTimeout       Duration `yaml:"idle_conn_timeout"`
+	MaxIdleConnsPerHost   int      `yaml:"max_idle_conns_per_host"`
+	// HealthPath is probed with GET for readiness; empty means a TCP connect.
+	HealthPath     string   `yaml:"health_path"`
+	HealthInterval Duration `yaml:"health_interval"`
+}
+
+// Server holds the limits of the main listener. There is deliberately no
+// write timeout: it would cut long deploys, downloads and event streams.
+type Server struct {
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	IdleTimeout       Duration `yaml:"idle_timeout"`
+	MaxHeaderBytes    int      `yaml:"max_header_bytes"`
+}
+
+// Shutdown is the drain sequence on SIGTERM: readiness turns 503, the
+// listener keeps serving for DrainDelay so load balancers notice, in-flight
+// requests get GracePeriod to finish, then Sentry gets FlushTimeout.
+type Shutdown struct {
+	DrainDelay   Duration `yaml:"drain_delay"`
+	GracePeriod  Duration `yaml:"grace_period"`
+	FlushTimeout Duration `yaml:"flush_timeout"`
+}
+
+// App describes the application behind the sidecar, for event contexts.
+type App struct {
+	Name    string `yaml:"name" env:"APP_NAME"`
+	Version string `yaml:"version" env:"APP_VERSION"`
+	Debug   bool   `yaml:"debug" env:"DEBUG"`
+}
+
+// Sentry configures where events go and which responses become events.
+type Sentry struct {
+	DSN         string `yaml:"dsn" env:"SENTRY_DSN"`
+	Environment string `yaml:"environment" env:"SENTRY_ENVIRONMENT"`
+	Release     string `yaml:"release" env:"SENTRY_RELEASE"`
+	// Debug sends events to Sentry from development too (the seed's
+	// sentry_debug_enabled switch); without it development uses the inbox.
+	Debug bool `yaml:"debug" env:"SENTRY_DEBUG"`
+	// TracesSampleRate nil means 1.0 in development and 0.1 elsewhere.
+	TracesSampleRate *float64                  `yaml:"traces_sample_rate" env:"SENTRY_TRACES_SAMPLE_RATE"`
+	CaptureStatus    []string                  `yaml:"capture_status"`
+	IgnorePaths      []string                  `yaml:"ignore_paths"`
+	Contexts         map[string]map[string]any `yaml:"contexts"`
+}
+
+// JWT says how to find the API's token and how far to trust it.
+type JWT struct {
+	Secret        string `yaml:"secret" env:"JWT_SECRET_KEY"`
+	PublicKeyFile string `yaml:"public_key_file" env:"JWT_PUBLIC_KEY_FILE"`
+	JWKSURL       string `yaml:"jwks_url" env:"JWT_JWKS_URL"`
+	Verify        bool   `yaml:"verify"`
+	Cookie        string `yaml:"cookie"`
+	// Claims maps each user field to the claim names tried in order.
+	Claims map[string][]string `yaml:"claims"`
+}
+
+// Tunnel is the endpoint that forwards the browser SDK's envelopes.
+type Tunnel struct {
+	Path        string   `yaml:"path" env:"SIDECAR_TUNNEL_PATH"`
+	DSN         string   `yaml:"dsn" env:"SENTRY_BROWSER_DSN"`
+	AllowedDSNs []string `yaml:"allowed_dsns"`
+}
+
+// Browser serves the browser SDK's configuration.
+type Browser struct {
+	ConfigPath string `yaml:"config_path"`
+}
+
+// Action names a route template as a user action.
+type Action struct {
+	Route  string   `yaml:"route"`
+	Name   string   `yaml:"name"`
+	Fields []string `yaml:"fields"`
+}
+
+// Log configures the sidecar's own logs.
+type Log struct {
+	Level  string `yaml:"level" env:"LOG_LEVEL"`
+	Format string `yaml:"format" env:"LOG_FORMAT"`
+}
+
+// Environment names.
+const (
+	Development = "development"
+	Production  = "production"
+)
+
+// Default returns the configuration used where neither file nor environment
+// says otherwise.
+func Default() Config {
+	return Config{
+		Listen: ":8080",
+		Admin:  Admin{Listen: "127.0.0.1:9090"},
+		Upstream: Upstream{
+			URL:                 "http://127.0.0.1:8765",
+			TrustedProxies:      []string{},
+			DialTimeout:         Duration(5 * time.Second),
+			IdleConnTimeout:     Duration(90 * time.Second),
+			MaxIdleConnsPerHost: 64,
+			HealthInterval:      Duration(5 * time.Second),
+		},
+		Server: Server{
+			ReadHeaderTimeout: Duration(10 * time.Second),
+			IdleTimeout:       Duration(120 * time.Second),
+			MaxHeaderBytes:    1 << 20,
+		},
+		Shutdown: Shutdown{
+			DrainDelay:   Duration(5 * time.Second),
+			GracePeriod:  Duration(20 * time.Second),
+			FlushTimeout: Duration(2 * time.Second),
+		},
+		App: App{Name: "Proximity", Version: "0.1.0"},
+		Sentry: Sentry{
+			CaptureStatus: []string{"500-599"},
+			IgnorePaths:   []string{},
+			Contexts:      map[string]map[string]any{},
+		},
+		JWT: JWT{
+			Verify: true,
+			Claims: map[string][]string{
+				"id":       {"user_id", "sub"},
+				"username": {"username", "sub"},
+				"email":    {"email"},
+				"role":     {"role"},
+			},
+		},
+		Tunnel:  Tunnel{AllowedDSNs: []string{}},
+		Actions: []Action{},
+		Log:     Log{Level: "info"},
+	}
+}
+
+// Resolve fills the values that default to something derived from other
+// keys: the environment (from the hostname unless set), the release (the app
+// version), the trace sample rate and the log format (both by environment).
+// An explicit value always wins.
+func (c *Config) Resolve(hostname string) {
+	if c.Sentry.Environment == "" {
+		c.Sentry.Environment = DetectEnvironment(hostname)
+	}
+	if c.Sentry.Release == "" {
+		c.Sentry.Release = c.App.Version
+	}
+	if c.Sentry.TracesSampleRate == nil {
+		rate := 0.1
+		if c.Sentry.Environment == Development {
+			rate = 1.0
+		}
+		c.Sentry.TracesSampleRate = &rate
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+		if c.Sentry.Environment == Development {
+			c.Log.Format = "console"
+		}
+	}
+}
+
+// DetectEnvironment is the seed's rule: a host named localhost or 127.0.0.1,
+// or whose name contains "local", is development; anything else production.
+func DetectEnvironment(hostname string) string {
+	h := strings.ToLower(hostname)
+	if h == "127.0.0.1" || strings.Contains(h, "local") {
+		return Development
+	}
+	return Production
+}
+
+// Duration is a time.Duration written as "5s" in YAML, in the environment
+// and when the effective configuration is printed.
+type Duration time.Duration
+
+// Std returns d as a time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// MarshalText writes d as Go duration text ("1m30s").
+func (d Duration) MarshalText() ([]byte, error) {
+	return []byte(time.Duration(d).String()), nil
+}
+
+// UnmarshalText reads Go duration text ("250ms", "1m30s").
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}

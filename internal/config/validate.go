@@ -1,0 +1,278 @@
+package config
+
+import (
+	"errors"
+	"maps"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/getsentry/sentry-go"
+	"gopkg.in/yaml.v3"
+)
+
+// Validate returns every problem with c, joined, one per key, in the order
+// of the keys. It expects Resolve to have run.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+
+	checkAddr := func(key, addr string) {
+		if _, port, err := net.SplitHostPort(addr); err != nil {
+			add(key, "must be host:port (e.g. \":8080\"), got %q", addr)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			add(key, "port must be a number from 0 to 65535, got %q", port)
+		}
+	}
+	checkAddr("listen", c.Listen)
+	checkAddr("admin.listen", c.Admin.Listen)
+	if c.Listen == c.Admin.Listen && !strings.HasSuffix(c.Listen, ":0") {
+		add("admin.listen", "must differ from listen (%q): the admin paths would shadow the API's", c.Listen)
+	}
+
+	if c.Upstream.URL == "" {
+		add("upstream.url", "is required (SIDECAR_UPSTREAM_URL)")
+	} else if u, err := url.Parse(c.Upstream.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		add("upstream.url", "must be an absolute http(s) URL, got %q", redactURL(c.Upstream.URL))
+	} else if u.RawQuery != "" || u.Fragment != "" {
+		add("upstream.url", "must not have a query or fragment, got %q", redactURL(c.Upstream.URL))
+	}
+	for i, p := range c.Upstream.TrustedProxies {
+		if _, err := ParsePrefix(p); err != nil {
+			add(fmt.Sprintf("upstream.trusted_proxies[%d]", i), "must be an IP address or CIDR, got %q", p)
+		}
+	}
+	positive := func(key string, d Duration) {
+		if d <= 0 {
+			add(key, "must be a positive duration, got %s", d.Std())
+		}
+	}
+	nonNegative := func(key string, d Duration) {
+		if d < 0 {
+			add(key, "must not be negative, got %s", d.Std())
+		}
+	}
+	positive("upstream.dial_timeout", c.Upstream.DialTimeout)
+	nonNegative("upstream.response_header_timeout", c.Upstream.ResponseHeaderTimeout)
+	positive("upstream.idle_conn_timeout", c.Upstream.IdleConnTimeout)
+	if c.Upstream.MaxIdleConnsPerHost < 1 {
+		add("upstream.max_idle_conns_per_host", "must be at least 1, got %d", c.Upstream.MaxIdleConnsPerHost)
+	}
+	if c.Upstream.HealthPath != "" && !strings.HasPrefix(c.Upstream.HealthPath, "/") {
+		add("upstream.health_path", "must start with /, got %q", c.Upstream.HealthPath)
+	}
+	positive("upstream.health_interval", c.Upstream.HealthInterval)
+
+	positive("server.read_header_timeout", c.Server.ReadHeaderTimeout)
+	positive("server.idle_timeout", c.Server.IdleTimeout)
+	if c.Server.MaxHeaderBytes < 4096 {
+		add("server.max_header_bytes", "must be at least 4096, got %d", c.Server.MaxHeaderBytes)
+	}
+	nonNegative("shutdown.drain_delay", c.Shutdown.DrainDelay)
+	nonNegative("shutdown.grace_period", c.Shutdown.GracePeriod)
+	nonNegative("shutdown.flush_timeout", c.Shutdown.FlushTimeout)
+
+	if c.App.Name == "" {
+		add("app.name", "must not be empty")
+	}
+
+	checkDSN := func(key, dsn string) {
+		if _, err := sentry.NewDsn(dsn); err != nil {
+			add(key, "is not a valid DSN (%s)", dsnProblem(err))
+		}
+	}
+	if c.Sentry.DSN != "" {
+		checkDSN("sentry.dsn", c.Sentry.DSN)
+	}
+	if r := c.Sentry.TracesSampleRate; r != nil && (*r < 0 || *r > 1) {
+		add("sentry.traces_sample_rate", "must be from 0 to 1, got %v", *r)
+	}
+	for i, s := range c.Sentry.CaptureStatus {
+		if _, _, err := ParseStatusRange(s); err != nil {
+			add(fmt.Sprintf("sentry.capture_status[%d]", i), "%v", err)
+		}
+	}
+	for i, p := range c.Sentry.IgnorePaths {
+		if !strings.HasPrefix(p, "/") {
+			add(fmt.Sprintf("sentry.ignore_paths[%d]", i), "must start with /, got %q", p)
+		}
+	}
+
+	sources := 0
+	for _, s := range []string{c.JWT.Secret, c.JWT.PublicKeyFile, c.JWT.JWKSURL} {
+		if s != "" {
+			sources++
+		}
+	}
+	if sources > 1 {
+		add("jwt", "set only one of secret, public_key_file and jwks_url")
+	}
+	if f := c.JWT.PublicKeyFile; f != "" {
+		if _, err := os.Stat(f); err != nil {
+			add("jwt.public_key_file", "cannot read %q: %v", f, errors.Unwrap(err))
+		}
+	}
+	if u := c.JWT.JWKSURL; u != "" {
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			add("jwt.jwks_url", "must be an absolute http(s) URL, got %q", u)
+		}
+	}
+	for _, field := range slices.Sorted(maps.Keys(c.JWT.Claims)) {
+		switch field {
+		case "id", "username", "email", "role":
+		default:
+			add("jwt.claims."+field, "unknown user field (want id, username, email or role)")
+			continue
+		}
+		if len(c.JWT.Claims[field]) == 0 {
+			add("jwt.claims."+field, "must list at least one claim name")
+		}
+	}
+
+	if p := c.Tunnel.Path; p != "" && !strings.HasPrefix(p, "/") {
+		add("tunnel.path", "must start with /, got %q", p)
+	}
+	if c.Tunnel.DSN != "" {
+		checkDSN("tunnel.dsn", c.Tunnel.DSN)
+	}
+	for i, d := range c.Tunnel.AllowedDSNs {
+		checkDSN(fmt.Sprintf("tunnel.allowed_dsns[%d]", i), d)
+	}
+	if p := c.Browser.ConfigPath; p != "" {
+		if !strings.HasPrefix(p, "/") {
+			add("browser.config_path", "must start with /, got %q", p)
+		} else if p == c.Tunnel.Path {
+			add("browser.config_path", "must differ from tunnel.path (%q)", p)
+		}
+	}
+
+	names := map[string]int{}
+	for i, a := range c.Actions {
+		key := fmt.Sprintf("actions[%d]", i)
+		if method, path, ok := strings.Cut(a.Route, " "); !ok || method == "" || strings.ToUpper(method) != method || !strings.HasPrefix(path, "/") {
+			add(key+".route", "must be \"METHOD /path\" (e.g. \"POST /api/v1/apps/deploy\"), got %q", a.Route)
+		}
+		if a.Name == "" {
+			add(key+".name", "must not be empty")
+		} else if j, dup := names[a.Name]; dup {
+			add(key+".name", "%q is already the name of actions[%d]", a.Name, j)
+		} else {
+			names[a.Name] = i
+		}
+	}
+
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "", "json", "console":
+	default:
+		add("log.format", "must be json or console, got %q", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// Warnings lists settings that are valid but weaken what the sidecar
+// promises; `check` prints them and `run` logs them.
+func (c *Config) Warnings() []string {
+	var w []string
+	if !c.JWT.Verify {
+		w = append(w, "jwt.verify: false: tokens are decoded without checking their signature; users are marked verified: false")
+	}
+	if c.JWT.Verify && c.JWT.Secret == "" && c.JWT.PublicKeyFile == "" && c.JWT.JWKSURL == "" {
+		w = append(w, "jwt: no secret, public_key_file or jwks_url: events carry no user")
+	}
+	if c.Upstream.ResponseHeaderTimeout > 0 {
+		w = append(w, fmt.Sprintf("upstream.response_header_timeout: %s: slower upstream answers (long deploys) become 504", c.Upstream.ResponseHeaderTimeout.Std()))
+	}
+	return w
+}
+
+// ParsePrefix reads a CIDR or a single address (as a /32 or /128).
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// ParseStatusRange reads "500-599" or "502" into an inclusive range.
+func ParseStatusRange(s string) (lo, hi int, err error) {
+	a, b, isRange := strings.Cut(s, "-")
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi = lo
+	var err2 error
+	if isRange {
+		hi, err2 = strconv.Atoi(strings.TrimSpace(b))
+	}
+	if err1 != nil || err2 != nil || lo < 100 || hi > 599 || lo > hi {
+		return 0, 0, fmt.Errorf("must be a status (502) or range (500-599) within 100-599, got %q", s)
+	}
+	return lo, hi, nil
+}
+
+// dsnProblem turns sentry-go's DSN error into words without echoing the
+// DSN, whose key is a secret.
+func dsnProblem(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, ":"); i >= 0 && strings.Contains(msg[i:], "://") {
+		msg = msg[:i]
+	}
+	return strings.TrimPrefix(msg, "[Sentry] DsnParseError: ")
+}
+
+// Redacted returns a copy of c with every secret replaced by REDACTED: the
+// JWT secret, DSN public keys and any password in the upstream URL.
+func (c Config) Redacted() Config {
+	const mark = "REDACTED"
+	if c.JWT.Secret != "" {
+		c.JWT.Secret = mark
+	}
+	c.Sentry.DSN = redactURL(c.Sentry.DSN)
+	c.Tunnel.DSN = redactURL(c.Tunnel.DSN)
+	allowed := make([]string, len(c.Tunnel.AllowedDSNs))
+	for i, d := range c.Tunnel.AllowedDSNs {
+		allowed[i] = redactURL(d)
+	}
+	c.Tunnel.AllowedDSNs = allowed
+	c.Upstream.URL = redactURL(c.Upstream.URL)
+	return c
+}
+
+// redactURL replaces the userinfo of a URL (a DSN's key, a password) with
+// REDACTED. Text that does not parse is hidden whole when it has an '@'.
+func redactURL(s string) string {
+	if s == "" || !strings.Contains(s, "@") {
+		return s
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return "REDACTED"
+	}
+	u.User = url.User("REDACTED")
+	return u.String()
+}
+
+// YAML renders c as the YAML file that would produce it, secrets redacted.
+func (c Config) YAML() string {
+	b, err := yaml.Marshal(c.Redacted())
+	if err != nil {
+		return fmt.Sprintf("# cannot render config: %v\n", err)
+	}
+	return string(b)
+}
