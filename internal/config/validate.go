@@ -276,3 +276,17 @@ func (c Config) YAML() string {
 	}
 	return string(b)
 }
+
+// Map returns c as nested maps keyed like the YAML file, for structured
+// logs. Call it on a Redacted copy.
+func (c Config) Map() map[string]any {
+	var m map[string]any
+	b, err := yaml.Marshal(c)
+	if err == nil {
+		err = yaml.Unmarshal(b, &m)
+	}
+	if err != nil {
+		return map[string]any{"error": err.Error()}
+	}
+	return m
+}

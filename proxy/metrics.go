@@ -1,0 +1,79 @@
+package proxy
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// methods bounds the method label: anything else is counted as OTHER, so a
+// client cannot grow the series by inventing methods.
+var methods = [...]string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+	http.MethodPatch, http.MethodDelete, http.MethodOptions,
+	http.MethodConnect, http.MethodTrace, "OTHER",
+}
+
+// classes are the status classes; 499 counts as 4xx like any other status.
+var classes = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// metrics are the proxy's Prometheus series. Label children are resolved
+// once here, so the request path only indexes arrays.
+type metrics struct {
+	requests [len(methods)][len(classes)]prometheus.Counter
+	duration [len(methods)][len(classes)]prometheus.Observer
+	inFlight prometheus.Gauge
+	upstream map[string]prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidecar_requests_total",
+		Help: "Proxied requests by method and status class (499: the client went away).",
+	}, []string{"method", "code"})
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "sidecar_request_duration_seconds",
+		Help:    "Time from the request's arrival to the end of its response, by method and status class.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 600},
+	}, []string{"method", "code"})
+	inFlight := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "sidecar_requests_in_flight",
+		Help: "Proxied requests being served now, upgraded connections included.",
+	})
+	upstream := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidecar_upstream_errors_total",
+		Help: "Upstream round trips that failed, by kind (refused, dns, reset, timeout, tls, protocol, unavailable, client_closed).",
+	}, []string{"kind"})
+	for _, c := range []prometheus.Collector{requests, duration, inFlight, upstream} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	m := &metrics{inFlight: inFlight, upstream: map[string]prometheus.Counter{}}
+	for i, meth := range methods {
+		for j, class := range classes {
+			m.requests[i][j] = requests.WithLabelValues(meth, class)
+			m.duration[i][j] = duration.WithLabelValues(meth, class)
+		}
+	}
+	for _, kind := range []string{KindClientClosed, KindTimeout, KindRefused, KindDNS, KindReset, KindTLS, KindProtocol, KindUnavailable} {
+		m.upstream[kind] = upstream.WithLabelValues(kind)
+	}
+	return m, nil
+}
+
+func (m *metrics) observe(method string, status int, seconds float64) {
+	i := len(methods) - 1
+	for k, meth := range methods[:len(methods)-1] {
+		if meth == method {
+			i = k
+			break
+		}
+	}
+	j := status/100 - 1
+	if j < 0 || j >= len(classes) {
+		j = len(classes) - 1 // a status outside 1xx–5xx is a server fault
+	}
+	m.requests[i][j].Inc()
+	m.duration[i][j].Observe(seconds)
+}

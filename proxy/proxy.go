@@ -1,0 +1,447 @@
+// Package proxy is the sidecar's reverse proxy: it passes every request to
+// the upstream API unchanged, streams bodies both ways, answers upstream
+// failures with small JSON errors, and records each request for logs and
+// metrics. It is an http.Handler, so it can run inside another Go server.
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	stdlog "log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/sentry-sidecar/sentry-sidecar/enrich"
+)
+
+// Config is what the proxy needs to know about its upstream.
+type Config struct {
+	// Upstream is the API's base URL; its path, if any, prefixes every
+	// request path.
+	Upstream *url.URL
+	// PreserveHost sends the client's Host instead of the upstream's.
+	PreserveHost bool
+	// TrustedProxies are the peers whose X-Forwarded-* headers are believed.
+	TrustedProxies []netip.Prefix
+	// DialTimeout bounds connecting to the upstream.
+	DialTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for response headers; zero is
+	// no bound.
+	ResponseHeaderTimeout time.Duration
+	// IdleConnTimeout closes pooled connections unused this long.
+	IdleConnTimeout time.Duration
+	// MaxIdleConnsPerHost is the pool size kept for the upstream.
+	MaxIdleConnsPerHost int
+	// HealthPath is probed with GET by Probe; empty means a TCP connect.
+	HealthPath string
+}
+
+// RequestIDHeader carries the request's id to the upstream and back to the
+// client.
+const RequestIDHeader = "X-Request-ID"
+
+// Proxy forwards requests to one upstream.
+type Proxy struct {
+	cfg       Config
+	rp        *httputil.ReverseProxy
+	transport *http.Transport
+	trusted   trustedNets
+	log       *zap.Logger
+	metrics   *metrics
+	now       func() time.Time
+
+	mu       sync.Mutex
+	upgraded map[*upgradedConn]struct{}
+}
+
+var _ http.Handler = (*Proxy)(nil)
+
+// New returns a proxy for cfg that logs to log and registers its metrics
+// with reg.
+func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Proxy, error) {
+	if cfg.Upstream == nil || cfg.Upstream.Host == "" {
+		return nil, errors.New("proxy: upstream URL has no host")
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: register metrics: %w", err)
+	}
+	p := &Proxy{
+		cfg:       cfg,
+		transport: newTransport(cfg),
+		trusted:   trustedNets(cfg.TrustedProxies),
+		log:       log,
+		metrics:   m,
+		now:       time.Now,
+		upgraded:  map[*upgradedConn]struct{}{},
+	}
+	p.rp = &httputil.ReverseProxy{
+		// Rewrite, not Director: with Director a client can strip headers
+		// the proxy adds by naming them in Connection (golang/go#50580).
+		Rewrite:        p.rewrite,
+		Transport:      p.transport,
+		ModifyResponse: p.modifyResponse,
+		ErrorHandler:   p.errorHandler,
+		// The stdlib logs copy errors here ("read error during body copy");
+		// they are already classified and counted, so debug is enough.
+		ErrorLog: mustStdLogAt(log.Named("httputil"), zapcore.DebugLevel),
+	}
+	return p, nil
+}
+
+func mustStdLogAt(log *zap.Logger, level zapcore.Level) *stdlog.Logger {
+	l, err := zap.NewStdLogAt(log, level)
+	if err != nil {
+		panic(err) // only for an invalid level constant
+	}
+	return l
+}
+
+// newTransport is a pool tuned for one upstream. The default transport keeps
+// two idle connections per host, which under load churns connections until
+// ports run out (golang/go#6785).
+func newTransport(cfg Config) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	// The upstream sits beside the sidecar; HTTP_PROXY from the environment
+	// must not reroute it.
+	t.Proxy = nil
+	t.DialContext = (&net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	t.MaxIdleConns = 0
+	t.MaxIdleConnsPerHost = cfg.MaxIdleConnsPerHost
+	t.IdleConnTimeout = cfg.IdleConnTimeout
+	t.ResponseHeaderTimeout = cfg.ResponseHeaderTimeout
+	// Pass Accept-Encoding as the client sent it: with compression on, the
+	// transport would ask for gzip itself and hand the client a decoded body.
+	t.DisableCompression = true
+	return t
+}
+
+// reqState is what the proxy learns about one request as it passes; the
+// callbacks of httputil.ReverseProxy find it in the request context.
+type reqState struct {
+	id          string
+	clientIP    netip.Addr
+	peerTrusted bool
+	start       time.Time
+	upstreamDur time.Duration
+	errKind     string
+	body        *bodyReader
+}
+
+type stateKey struct{}
+
+func stateFrom(ctx context.Context) *reqState {
+	s, _ := ctx.Value(stateKey{}).(*reqState)
+	return s
+}
+
+// ServeHTTP proxies one request.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	st := &reqState{id: requestID(r.Header.Get(RequestIDHeader)), start: p.now()}
+	st.clientIP, st.peerTrusted = p.trusted.clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"])
+	if r.Body != nil && r.Body != http.NoBody {
+		st.body = &bodyReader{rc: r.Body}
+		r.Body = st.body
+	}
+	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+	rec := &recorder{ResponseWriter: w, onHijack: p.trackUpgraded}
+
+	p.metrics.inFlight.Inc()
+	defer func() {
+		p.metrics.inFlight.Dec()
+		v := recover()
+		status := rec.status
+		switch {
+		case v == nil:
+		case v == http.ErrAbortHandler:
+			// ReverseProxy aborts a response that failed after its headers
+			// were sent; the server then cuts the connection so the client
+			// sees a broken response, never a short one that looks whole
+			// (golang/go#23643). Record it, then let the server do that.
+			if st.errKind == "" {
+				st.errKind = KindReset
+				if rec.clientGone() || r.Context().Err() != nil || st.body.failed() {
+					st.errKind = KindClientClosed
+				}
+			}
+		default:
+			// A bug of ours. Answer 500 if nothing was sent, keep serving.
+			p.log.Error("panic serving request", zap.String("request_id", st.id), zap.Any("panic", v), zap.Stack("stack"))
+			if !rec.written() {
+				writeError(rec, http.StatusInternalServerError, "internal error", st.id)
+			}
+			status = http.StatusInternalServerError
+		}
+		if st.errKind == KindClientClosed {
+			status = StatusClientClosed
+		}
+		if status == 0 {
+			status = http.StatusOK
+		}
+		p.finish(r, rec, st, status)
+		if v == http.ErrAbortHandler {
+			panic(v)
+		}
+	}()
+	p.rp.ServeHTTP(rec, r)
+}
+
+// finish writes the access-log line and the metrics of one request.
+func (p *Proxy) finish(r *http.Request, rec *recorder, st *reqState, status int) {
+	dur := p.now().Sub(st.start)
+	p.metrics.observe(r.Method, status, dur.Seconds())
+	if st.errKind != "" {
+		p.metrics.upstream[st.errKind].Inc()
+	}
+	ce := p.log.Check(zapcore.InfoLevel, "request")
+	if ce == nil {
+		return
+	}
+	path := r.URL.EscapedPath()
+	if q := enrich.ScrubQuery(r.URL.RawQuery); q != "" {
+		path += "?" + q
+	}
+	fields := make([]zap.Field, 0, 11)
+	fields = append(fields,
+		zap.String("request_id", st.id),
+		zap.String("method", r.Method),
+		zap.String("path", path),
+		zap.Int("status", status),
+		zap.Int64("bytes", rec.bytes),
+		zap.Duration("duration", dur),
+		zap.Duration("upstream_duration", st.upstreamDur),
+		zap.String("client_ip", st.clientIP.String()),
+	)
+	if st.body != nil {
+		fields = append(fields, zap.Int64("bytes_read", st.body.n.Load()))
+	}
+	if st.errKind != "" {
+		fields = append(fields, zap.String("error", st.errKind))
+	}
+	ce.Write(fields...)
+}
+
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	st := stateFrom(pr.In.Context())
+	pr.SetURL(p.cfg.Upstream)
+	// Query strings pass byte for byte. ReverseProxy drops parameters Go
+	// cannot parse (golang/go#54663: ";" separators); the sidecar takes no
+	// decision from the query, and the API may accept what Go rejects.
+	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+	if p.cfg.PreserveHost {
+		pr.Out.Host = pr.In.Host
+	}
+	stripUnderscoreForwarding(pr.Out.Header)
+	if st.peerTrusted {
+		// The peer is a proxy we trust: keep the chain it reports.
+		pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+	}
+	pr.SetXForwarded()
+	if st.peerTrusted {
+		for _, h := range []string{"X-Forwarded-Host", "X-Forwarded-Proto"} {
+			if v := pr.In.Header.Get(h); v != "" {
+				pr.Out.Header.Set(h, v)
+			}
+		}
+	}
+	if st.clientIP.IsValid() {
+		pr.Out.Header.Set("X-Real-IP", st.clientIP.String())
+	}
+	pr.Out.Header.Set(RequestIDHeader, st.id)
+}
+
+// stripUnderscoreForwarding removes X_Forwarded_For and its kin: servers
+// that fold "_" into "-" (CGI, WSGI) would believe them (Traefik does this
+// too).
+func stripUnderscoreForwarding(h http.Header) {
+	for k := range h {
+		if !strings.Contains(k, "_") {
+			continue
+		}
+		switch http.CanonicalHeaderKey(strings.ReplaceAll(k, "_", "-")) {
+		case "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip", "Forwarded":
+			delete(h, k)
+		}
+	}
+}
+
+func (p *Proxy) modifyResponse(res *http.Response) error {
+	st := stateFrom(res.Request.Context())
+	st.upstreamDur = p.now().Sub(st.start)
+	res.Header.Set(RequestIDHeader, st.id)
+	return nil
+}
+
+// errorHandler answers a round trip that failed before any of the response
+// was sent. It gets the outgoing request (golang/go#53002 discussion); the
+// state travels in its context.
+func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	st := stateFrom(r.Context())
+	st.upstreamDur = p.now().Sub(st.start)
+	status, kind := classify(err, r.Context().Err() != nil || st.body.failed())
+	st.errKind = kind
+	if status == StatusClientClosed {
+		p.log.Debug("client went away", zap.String("request_id", st.id), zap.Error(err))
+		w.WriteHeader(status)
+		return
+	}
+	p.log.Warn("upstream error", zap.String("request_id", st.id), zap.String("kind", kind), zap.Error(err))
+	writeError(w, status, errorMessage(status), st.id)
+}
+
+// writeError writes the small JSON error body the sidecar answers with.
+func writeError(w http.ResponseWriter, status int, msg, requestID string) {
+	body, _ := json.Marshal(struct {
+		Error     string `json:"error"`
+		RequestID string `json:"request_id"`
+	}{msg, requestID})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set(RequestIDHeader, requestID)
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// requestID keeps a well-formed incoming id (so a chain of proxies shares
+// one) or makes a new one.
+func requestID(in string) string {
+	if in != "" && len(in) <= 128 && printable(in) {
+		return in
+	}
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// bodyReader counts the request body and remembers whether reading it
+// failed: a failed read means the client went away mid-upload, which must
+// be a 499, not an upstream error.
+// The transport reads it on its own goroutine, which can outlive the
+// handler (golang/go#46866), hence the atomics.
+type bodyReader struct {
+	rc     io.ReadCloser
+	n      atomic.Int64
+	broken atomic.Bool
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.n.Add(int64(n))
+	if err != nil && err != io.EOF {
+		b.broken.Store(true)
+	}
+	return n, err
+}
+
+func (b *bodyReader) Close() error { return b.rc.Close() }
+
+func (b *bodyReader) failed() bool { return b != nil && b.broken.Load() }
+
+// Probe checks that the upstream answers: a GET of the health path (any
+// status below 500 counts) or, without one, a TCP connect.
+func (p *Proxy) Probe(ctx context.Context) error {
+	if p.cfg.HealthPath == "" {
+		var d net.Dialer
+		conn, err := d.DialContext(ctx, "tcp", hostPort(p.cfg.Upstream))
+		if err != nil {
+			return err
+		}
+		return conn.Close()
+	}
+	u := *p.cfg.Upstream
+	u.Path = strings.TrimSuffix(u.Path, "/") + p.cfg.HealthPath
+	u.RawPath = ""
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	res, err := p.transport.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+	res.Body.Close()
+	if res.StatusCode >= 500 {
+		return fmt.Errorf("GET %s: status %d", p.cfg.HealthPath, res.StatusCode)
+	}
+	return nil
+}
+
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	if u.Scheme == "https" {
+		return net.JoinHostPort(u.Hostname(), "443")
+	}
+	return net.JoinHostPort(u.Hostname(), "80")
+}
+
+// upgradedConn is a client connection handed over for a protocol switch
+// (WebSocket). http.Server.Shutdown neither waits for nor closes these, so
+// the proxy keeps them to close at the end of the drain.
+type upgradedConn struct {
+	net.Conn
+	p    *Proxy
+	once sync.Once
+}
+
+func (c *upgradedConn) Close() error {
+	c.once.Do(func() {
+		c.p.mu.Lock()
+		delete(c.p.upgraded, c)
+		c.p.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+func (p *Proxy) trackUpgraded(conn net.Conn) net.Conn {
+	c := &upgradedConn{Conn: conn, p: p}
+	p.mu.Lock()
+	p.upgraded[c] = struct{}{}
+	p.mu.Unlock()
+	return c
+}
+
+// CloseUpgraded closes every upgraded connection still open; call it after
+// http.Server.Shutdown.
+func (p *Proxy) CloseUpgraded() {
+	p.mu.Lock()
+	conns := make([]*upgradedConn, 0, len(p.upgraded))
+	for c := range p.upgraded {
+		conns = append(conns, c)
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// CloseIdleConnections closes the pool's idle upstream connections.
+func (p *Proxy) CloseIdleConnections() { p.transport.CloseIdleConnections() }
