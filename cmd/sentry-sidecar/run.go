@@ -68,7 +68,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	case "version":
 		fs := flag.NewFlagSet("version", flag.ContinueOnError)
 		fs.SetOutput(stderr)
-		fs.Usage = func() { fmt.Fprintln(stderr, "Usage: sentry-sidecar version\n\nPrints the version, commit, Go version and sentry-go version.") }
+		fs.Usage = func() {
+			fmt.Fprintln(stderr, "Usage: sentry-sidecar version\n\nPrints the version, commit, Go version and sentry-go version.")
+		}
 		if err := fs.Parse(args); err != nil {
 			return flagErr(err)
 		}
