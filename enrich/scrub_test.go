@@ -1,0 +1,66 @@
+package enrich
+
+import "testing"
+
+func TestSensitiveKey(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		key  string
+		want bool
+	}{
+		{"password", true}, {"Password", true}, {"new_password", true}, {"passwd", true},
+		{"secret", true}, {"client_secret", true}, {"api_key", true}, {"api-key", true},
+		{"X-Api-Key", true}, {"apikey", true}, {"Authorization", true}, {"Proxy-Authorization", true},
+		{"credentials", true}, {"mysql_pwd", true}, {"privatekey", true}, {"private-key", true},
+		{"token", true}, {"access_token", true}, {"refresh_token", true}, {"bearer", true},
+		{"sessionid", true}, {"csrf_token", true}, {"X-XSRF-TOKEN", true}, {"Cookie", true},
+		{"Set-Cookie", true}, {"jwt", true}, {"signature", true},
+		{"page", false}, {"q", false}, {"hostname", false}, {"catalog_id", false},
+		{"user_id", false}, {"Content-Type", false}, {"", false},
+	}
+	for _, tc := range tests {
+		if got := SensitiveKey(tc.key); got != tc.want {
+			t.Errorf("SensitiveKey(%q) = %v, want %v", tc.key, got, tc.want)
+		}
+	}
+}
+
+func TestScrubQuery(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, raw, want string
+	}{
+		{"empty", "", ""},
+		{"nothing secret kept byte for byte", "a=1;b=2&x=%zz&q=a+b&q=c&flag", "a=1;b=2&x=%zz&q=a+b&q=c&flag"},
+		{"secrets filtered, rest kept", "token=abc&page=2&api_key=x&password=y&q=ok", "token=[Filtered]&page=2&api_key=[Filtered]&password=[Filtered]&q=ok"},
+		{"encoded key still matched", "%74oken=abc&a=1", "%74oken=[Filtered]&a=1"},
+		{"repeated secret", "token=a&token=b", "token=[Filtered]&token=[Filtered]"},
+		{"key without value kept", "token&a=1", "token&a=1"},
+		{"empty value filtered", "token=&a=1", "token=[Filtered]&a=1"},
+		{"trailing ampersand kept", "a=1&token=x&", "a=1&token=[Filtered]&"},
+		{"value containing =", "secret=a=b", "secret=[Filtered]"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := ScrubQuery(tc.raw); got != tc.want {
+				t.Errorf("ScrubQuery(%q) = %q, want %q", tc.raw, got, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzScrubQuery(f *testing.F) {
+	for _, s := range []string{"", "a=1", "token=x&b=2", "%74oken=1&&=&"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		got := ScrubQuery(raw)
+		if !anySensitiveParam(raw) && got != raw {
+			t.Fatalf("changed a query with nothing secret: %q -> %q", raw, got)
+		}
+		if anySensitiveParam(got) && ScrubQuery(got) != got {
+			t.Fatalf("not idempotent: %q -> %q -> %q", raw, got, ScrubQuery(got))
+		}
+	})
+}
