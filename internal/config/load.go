@@ -113,12 +113,20 @@ func decodeYAML(b []byte, cfg *Config, origin map[string]string) []error {
 		}
 		return []error{syntaxError(err)}
 	}
-	var next yaml.Node
-	switch err := dec.Decode(&next); {
-	case err == nil:
-		return []error{fmt.Errorf("config file: holds more than one YAML document (the second starts at line %d)", next.Line)}
-	case !errors.Is(err, io.EOF):
-		return []error{syntaxError(err)}
+	// A second document would be silently ignored; only empty ones (a
+	// trailing "---") are harmless.
+	for {
+		var next yaml.Node
+		err := dec.Decode(&next)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return []error{syntaxError(err)}
+		}
+		if len(next.Content) > 0 && !isNull(next.Content[0]) {
+			return []error{fmt.Errorf("config file: holds more than one YAML document (the second starts at line %d), want one", next.Content[0].Line)}
+		}
 	}
 	if len(root.Content) == 0 || isNull(root.Content[0]) {
 		return nil // a document of only comments, or "---", is empty too
@@ -135,7 +143,35 @@ func decodeYAML(b []byte, cfg *Config, origin map[string]string) []error {
 		// The walk should have found every problem; this is the fallback.
 		return []error{fmt.Errorf("config file: %s", strings.TrimPrefix(err.Error(), "yaml: "))}
 	}
+	// yaml.v3 keeps the default under a null scalar or section but empties
+	// a list or map, so a blank "capture_status:" would silently capture
+	// nothing and "claims: null" would map no user. A null keeps the default
+	// everywhere ([] and {} still say "none" and "no more").
+	def := Default()
+	for _, key := range w.nulls {
+		dst, ok1 := fieldAt(reflect.ValueOf(cfg).Elem(), key)
+		src, ok2 := fieldAt(reflect.ValueOf(&def).Elem(), key)
+		if ok1 && ok2 && dst.IsNil() {
+			dst.Set(src)
+		}
+	}
 	return nil
+}
+
+// fieldAt finds the struct field of v at a dotted key of struct fields
+// ("upstream.trusted_proxies"); ok is false for keys inside lists and maps.
+func fieldAt(v reflect.Value, key string) (reflect.Value, bool) {
+	for _, part := range strings.Split(key, ".") {
+		if v.Kind() != reflect.Struct {
+			return reflect.Value{}, false
+		}
+		f, ok := fieldByTag(v.Type(), part)
+		if !ok {
+			return reflect.Value{}, false
+		}
+		v = v.FieldByIndex(f.Index)
+	}
+	return v, true
 }
 
 var syntaxRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
@@ -154,6 +190,27 @@ type walker struct {
 	// merging holds the "<<" merge sources being walked, so a mapping that
 	// merges itself cannot recurse forever.
 	merging map[*yaml.Node]bool
+	// nulls are the keys of lists and maps set to null.
+	nulls []string
+	// steps counts the values checked: aliases and merges can make a
+	// short file stand for an exponential number of them.
+	steps int
+}
+
+// maxSteps bounds the work of a walk; a real config has a few hundred
+// values.
+const maxSteps = 100_000
+
+// tired counts one step and says, once, when the budget is spent.
+func (w *walker) tired() []error {
+	w.steps++
+	if w.steps == maxSteps+1 {
+		return []error{fmt.Errorf("config file: too many aliases and merges to check (more than %d values)", maxSteps)}
+	}
+	if w.steps > maxSteps {
+		return []error{}
+	}
+	return nil
 }
 
 var durationType = reflect.TypeOf(Duration(0))
@@ -161,14 +218,20 @@ var durationType = reflect.TypeOf(Duration(0))
 // walk checks n against t. Recursion follows t, never the YAML tree, so
 // aliases that point back at their own ancestors cannot loop.
 func (w *walker) walk(n *yaml.Node, t reflect.Type, key string) []error {
+	if errs := w.tired(); errs != nil {
+		return errs
+	}
 	if n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
-	if isNull(n) {
-		return nil // null leaves the default (or empties a list or map)
-	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	if isNull(n) {
+		if t.Kind() == reflect.Map || t.Kind() == reflect.Slice {
+			w.nulls = append(w.nulls, key)
+		}
+		return nil // null keeps the default; see decodeYAML
 	}
 	mismatch := func(want string) []error {
 		return []error{fmt.Errorf("%s: must be %s, got %s (line %d)", key, want, describe(n), n.Line)}
@@ -191,7 +254,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, key string) []error {
 		return w.mapping(n, key, func(k *yaml.Node) (reflect.Type, []error) {
 			f, ok := fieldByTag(t, k.Value)
 			if !ok {
-				return nil, []error{unknownKey(t, join(key, k.Value), k)}
+				return nil, []error{unknownKey(t, join(key, keyPart(k.Value)), k)}
 			}
 			return f.Type, nil
 		})
@@ -230,6 +293,9 @@ func (w *walker) mapping(n *yaml.Node, prefix string, field func(k *yaml.Node) (
 	var errs []error
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
+		if e := w.tired(); e != nil {
+			return append(errs, e...)
+		}
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
 			errs = append(errs, w.merge(v, prefix, field)...)
@@ -243,7 +309,7 @@ func (w *walker) mapping(n *yaml.Node, prefix string, field func(k *yaml.Node) (
 			errs = append(errs, fmt.Errorf("%s: keys must be plain names, got %s (line %d)", name, describe(k), k.Line))
 			continue
 		}
-		key := join(prefix, k.Value)
+		key := join(prefix, keyPart(k.Value))
 		if first, dup := seen[k.Value]; dup {
 			errs = append(errs, fmt.Errorf("%s: set twice, first at line %d (line %d)", key, first, k.Line))
 			continue
@@ -299,6 +365,11 @@ func unknownKey(t reflect.Type, key string, k *yaml.Node) error {
 	}
 	if best != "" {
 		return fmt.Errorf("%s: unknown key, did you mean %q? (line %d)", key, best, k.Line)
+	}
+	if parent, child, ok := strings.Cut(k.Value, "."); ok && plainKey.MatchString(parent) && plainKey.MatchString(child) {
+		if _, known := fieldByTag(t, parent); known {
+			return fmt.Errorf("%s: unknown key, write it nested as %s: {%s: ...} (line %d)", key, parent, child, k.Line)
+		}
 	}
 	return fmt.Errorf("%s: unknown key (line %d)", key, k.Line)
 }
@@ -373,6 +444,18 @@ func fieldByTag(t reflect.Type, name string) (reflect.StructField, bool) {
 		}
 	}
 	return reflect.StructField{}, false
+}
+
+var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// keyPart is one part of a dotted key as messages show it: quoted unless
+// it is a plain name, so a key with dots, spaces or a newline can neither
+// pass for another key nor split a message over two lines.
+func keyPart(s string) string {
+	if plainKey.MatchString(s) {
+		return s
+	}
+	return strconv.Quote(s)
 }
 
 func join(prefix, key string) string {

@@ -21,7 +21,7 @@ import (
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+		errs = append(errs, &problem{key: key, msg: fmt.Sprintf(format, args...)})
 	}
 
 	checkAddr := func(key, addr string) {
@@ -85,13 +85,14 @@ func (c *Config) Validate() error {
 
 	checkDSN := func(key, dsn string) {
 		if _, err := sentry.NewDsn(dsn); err != nil {
-			add(key, "is not a valid DSN (%s)", dsnProblem(err))
+			add(key, "must be a DSN like https://PUBLIC_KEY@HOST/PROJECT_ID, but %s", dsnProblem(err))
 		}
 	}
 	if c.Sentry.DSN != "" {
 		checkDSN("sentry.dsn", c.Sentry.DSN)
 	}
-	if r := c.Sentry.TracesSampleRate; r != nil && (*r < 0 || *r > 1) {
+	// Written so that NaN (".nan", "NaN") fails too.
+	if r := c.Sentry.TracesSampleRate; r != nil && !(*r >= 0 && *r <= 1) {
 		add("sentry.traces_sample_rate", "must be from 0 to 1, got %v", *r)
 	}
 	for i, s := range c.Sentry.CaptureStatus {
@@ -115,20 +116,22 @@ func (c *Config) Validate() error {
 		add("jwt", "set only one of secret, public_key_file and jwks_url")
 	}
 	if f := c.JWT.PublicKeyFile; f != "" {
-		if _, err := os.Stat(f); err != nil {
+		if fi, err := os.Stat(f); err != nil {
 			add("jwt.public_key_file", "cannot read %q: %v", f, errors.Unwrap(err))
+		} else if fi.IsDir() {
+			add("jwt.public_key_file", "%q is a directory, want a PEM file", f)
 		}
 	}
 	if u := c.JWT.JWKSURL; u != "" {
 		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			add("jwt.jwks_url", "must be an absolute http(s) URL, got %q", u)
+			add("jwt.jwks_url", "must be an absolute http(s) URL, got %q", redactURL(u))
 		}
 	}
 	for _, field := range slices.Sorted(maps.Keys(c.JWT.Claims)) {
 		switch field {
 		case "id", "username", "email", "role":
 		default:
-			add("jwt.claims."+field, "unknown user field (want id, username, email or role)")
+			add("jwt.claims."+keyPart(field), "unknown user field (want id, username, email or role)")
 			continue
 		}
 		if len(c.JWT.Claims[field]) == 0 {
@@ -227,17 +230,34 @@ func ParseStatusRange(s string) (lo, hi int, err error) {
 }
 
 // dsnProblem turns sentry-go's DSN error into words without echoing the
-// DSN, whose key is a secret.
+// DSN, whose key is a secret: sentry-go's "invalid url" message quotes the
+// whole DSN, and net/url's message for a bad escape or port quotes part of it.
 func dsnProblem(err error) string {
-	msg := err.Error()
-	if i := strings.Index(msg, ":"); i >= 0 && strings.Contains(msg[i:], "://") {
-		msg = msg[:i]
+	var pe *sentry.DsnParseError
+	if !errors.As(err, &pe) {
+		return "it cannot be parsed"
 	}
-	return strings.TrimPrefix(msg, "[Sentry] DsnParseError: ")
+	switch msg := pe.Message; {
+	case strings.HasPrefix(msg, "invalid url"):
+		return "it does not parse as a URL"
+	case msg == "invalid scheme":
+		return "its scheme is not http or https"
+	case msg == "empty username":
+		return "it has no public key"
+	case msg == "empty host":
+		return "it has no host"
+	case msg == "invalid port":
+		return "its port is not a number"
+	case msg == "empty project id":
+		return "it has no project id"
+	default:
+		return "it cannot be parsed"
+	}
 }
 
 // Redacted returns a copy of c with every secret replaced by REDACTED: the
-// JWT secret, DSN public keys and any password in the upstream URL.
+// JWT secret, DSN public keys and any credentials in the upstream and JWKS
+// URLs.
 func (c Config) Redacted() Config {
 	const mark = "REDACTED"
 	if c.JWT.Secret != "" {
@@ -251,6 +271,7 @@ func (c Config) Redacted() Config {
 	}
 	c.Tunnel.AllowedDSNs = allowed
 	c.Upstream.URL = redactURL(c.Upstream.URL)
+	c.JWT.JWKSURL = redactURL(c.JWT.JWKSURL)
 	return c
 }
 
