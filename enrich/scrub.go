@@ -1,8 +1,15 @@
 package enrich
 
 import (
+	"encoding/json"
+	"net/http"
 	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
+	"unicode/utf8"
+
+	"github.com/getsentry/sentry-go"
 )
 
 // Filtered replaces every value that may be a secret, as in Sentry's own
@@ -36,25 +43,44 @@ func SensitiveKey(key string) bool {
 
 // ScrubQuery returns the raw query with the value of every sensitive
 // parameter replaced by [Filtered]. Everything else is kept byte for byte,
-// including the order, repeated keys and odd encodings. A query with nothing
-// to hide is returned as it is, without allocating.
+// including the order, repeated keys and odd encodings. Both "&" and ";"
+// separate parameters: some servers (Python's among them, in older
+// versions) split on ";" too. A query with nothing to hide is returned as it
+// is, without allocating.
 func ScrubQuery(raw string) string {
 	if !anySensitiveParam(raw) {
 		return raw
 	}
-	pairs := strings.Split(raw, "&")
-	for i, p := range pairs {
-		if k, _, ok := strings.Cut(p, "="); ok && sensitiveParam(k) {
-			pairs[i] = k + "=" + Filtered
+	var b strings.Builder
+	b.Grow(len(raw))
+	for rest := raw; ; {
+		i := strings.IndexAny(rest, "&;")
+		pair := rest
+		if i >= 0 {
+			pair = rest[:i]
 		}
+		if k, _, ok := strings.Cut(pair, "="); ok && sensitiveParam(k) {
+			b.WriteString(k)
+			b.WriteString("=" + Filtered)
+		} else {
+			b.WriteString(pair)
+		}
+		if i < 0 {
+			return b.String()
+		}
+		b.WriteByte(rest[i])
+		rest = rest[i+1:]
 	}
-	return strings.Join(pairs, "&")
 }
 
 func anySensitiveParam(raw string) bool {
 	for rest := raw; rest != ""; {
-		var pair string
-		pair, rest, _ = strings.Cut(rest, "&")
+		pair := rest
+		if i := strings.IndexAny(rest, "&;"); i >= 0 {
+			pair, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = ""
+		}
 		if k, _, ok := strings.Cut(pair, "="); ok && sensitiveParam(k) {
 			return true
 		}
@@ -68,4 +94,177 @@ func sensitiveParam(rawKey string) bool {
 		rawKey = k
 	}
 	return SensitiveKey(rawKey)
+}
+
+// ScrubHeaders returns h as Sentry wants it (one string per header,
+// repeated values joined with ", ") with every sensitive header's value
+// replaced by [Filtered]: Authorization, Proxy-Authorization, Cookie,
+// Set-Cookie, X-Api-Key, X-Auth-Token, X-CSRFToken and anything else
+// SensitiveKey matches.
+func ScrubHeaders(h http.Header) map[string]string {
+	out := make(map[string]string, len(h))
+	for k, v := range h {
+		if SensitiveKey(k) {
+			out[k] = Filtered
+			continue
+		}
+		out[k] = ScrubText(strings.Join(v, ", "))
+	}
+	return out
+}
+
+// ScrubBody returns a printable, scrubbed excerpt of a response body: JSON
+// with every sensitive key's value filtered, or text with secret-looking
+// values filtered. Binary bodies are summarised, never sent.
+func ScrubBody(body []byte, contentType string) string {
+	if len(body) == 0 {
+		return ""
+	}
+	if isJSON(contentType, body) {
+		var v any
+		if json.Unmarshal(body, &v) == nil {
+			b, err := json.Marshal(ScrubJSON(v))
+			if err == nil {
+				return string(b)
+			}
+		}
+	}
+	if !utf8.Valid(body) {
+		// A cut at MaxBodyExcerpt may split a rune: drop the tail before
+		// judging.
+		trimmed := body
+		for i := 0; i < 3 && len(trimmed) > 0 && !utf8.Valid(trimmed); i++ {
+			trimmed = trimmed[:len(trimmed)-1]
+		}
+		if !utf8.Valid(trimmed) {
+			return "[binary body: " + strconv.Itoa(len(body)) + " bytes]"
+		}
+		body = trimmed
+	}
+	return ScrubText(string(body))
+}
+
+// ScrubJSON filters, in place, the value of every sensitive key of a
+// decoded JSON value, at any depth, and scrubs the text of every string.
+func ScrubJSON(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, val := range t {
+			if SensitiveKey(k) {
+				t[k] = Filtered
+				continue
+			}
+			t[k] = ScrubJSON(val)
+		}
+	case []any:
+		for i, val := range t {
+			t[i] = ScrubJSON(val)
+		}
+	case string:
+		return ScrubText(t)
+	}
+	return v
+}
+
+var (
+	// keyValueRE finds "password": "x", password=x, token: x, ... in text,
+	// such as a truncated JSON body or an error message.
+	keyValueRE = regexp.MustCompile(`(?i)([\w.-]*(?:password|secret|passwd|api_key|apikey|api-key|auth|credentials|mysql_pwd|privatekey|private_key|private-key|token|bearer|session|csrf|xsrf|cookie|signature|jwt)[\w.-]*["']?\s*[:=]\s*)("(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s,;&}\]"']+)`)
+	// bearerRE finds an Authorization value's credentials.
+	bearerRE = regexp.MustCompile(`(?i)\b(bearer|basic|token)\s+[A-Za-z0-9\-._~+/]+=*`)
+	// jwtRE finds anything shaped like a JWT (base64url header starting
+	// with {" and two dots).
+	jwtRE = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*`)
+)
+
+// ScrubText filters secret-looking values in free text: key=value and
+// "key": "value" pairs with a sensitive key, bearer credentials and JWTs.
+func ScrubText(s string) string {
+	if s == "" {
+		return s
+	}
+	if jwtRE.MatchString(s) {
+		s = jwtRE.ReplaceAllString(s, Filtered)
+	}
+	if bearerRE.MatchString(s) {
+		s = bearerRE.ReplaceAllString(s, "${1} "+Filtered)
+	}
+	if keyValueRE.MatchString(s) {
+		s = keyValueRE.ReplaceAllStringFunc(s, func(m string) string {
+			sub := keyValueRE.FindStringSubmatch(m)
+			val := sub[2]
+			if val == Filtered || val == `"`+Filtered+`"` {
+				return m
+			}
+			if strings.HasPrefix(val, `"`) {
+				return sub[1] + `"` + Filtered + `"`
+			}
+			return sub[1] + Filtered
+		})
+	}
+	return s
+}
+
+// ScrubEvent is the last line before anything leaves for Sentry
+// (BeforeSend and BeforeSendTransaction): whatever built the event, request
+// bodies, cookies and every sensitive header, query parameter, JSON key and
+// secret-looking text become [Filtered] or go.
+func ScrubEvent(ev *sentry.Event) *sentry.Event {
+	if ev == nil {
+		return nil
+	}
+	ev.Message = ScrubText(ev.Message)
+	for i := range ev.Exception {
+		ev.Exception[i].Value = ScrubText(ev.Exception[i].Value)
+	}
+	if r := ev.Request; r != nil {
+		r.Data = ""
+		r.Cookies = ""
+		r.QueryString = ScrubQuery(r.QueryString)
+		if u, q, ok := strings.Cut(r.URL, "?"); ok {
+			r.URL = u + "?" + ScrubQuery(q)
+		}
+		for k, v := range r.Headers {
+			if SensitiveKey(k) {
+				r.Headers[k] = Filtered
+			} else {
+				r.Headers[k] = ScrubText(v)
+			}
+		}
+		for k := range r.Env {
+			if SensitiveKey(k) {
+				r.Env[k] = Filtered
+			}
+		}
+	}
+	for k, v := range ev.Tags {
+		if SensitiveKey(k) {
+			ev.Tags[k] = Filtered
+		} else {
+			ev.Tags[k] = ScrubText(v)
+		}
+	}
+	for k, v := range ev.User.Data {
+		if SensitiveKey(k) {
+			ev.User.Data[k] = Filtered
+		} else {
+			ev.User.Data[k] = ScrubText(v)
+		}
+	}
+	for name, c := range ev.Contexts {
+		if name == "trace" {
+			continue // ids and the sampling context: nothing secret, and Sentry needs them intact
+		}
+		ScrubJSON(map[string]any(c))
+	}
+	for _, b := range ev.Breadcrumbs {
+		b.Message = ScrubText(b.Message)
+		if u, ok := b.Data["url"].(string); ok {
+			if p, q, found := strings.Cut(u, "?"); found {
+				b.Data["url"] = p + "?" + ScrubQuery(q)
+			}
+		}
+		ScrubJSON(b.Data)
+	}
+	return ev
 }

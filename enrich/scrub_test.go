@@ -39,6 +39,7 @@ func TestScrubQuery(t *testing.T) {
 		{"empty value filtered", "token=&a=1", "token=[Filtered]&a=1"},
 		{"trailing ampersand kept", "a=1&token=x&", "a=1&token=[Filtered]&"},
 		{"value containing =", "secret=a=b", "secret=[Filtered]"},
+		{"semicolon separator", "a=1;token=abc;b=2&password=x", "a=1;token=[Filtered];b=2&password=[Filtered]"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

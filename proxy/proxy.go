@@ -50,6 +50,8 @@ type Config struct {
 	MaxIdleConnsPerHost int
 	// HealthPath is probed with GET by Probe; empty means a TCP connect.
 	HealthPath string
+	// Report says what to tell Sentry; the zero value tells nothing.
+	Report Report
 }
 
 // RequestIDHeader carries the request's id to the upstream and back to the
@@ -65,6 +67,9 @@ type Proxy struct {
 	log       *zap.Logger
 	metrics   *metrics
 	now       func() time.Time
+
+	reportMetrics *reportMetrics
+	throttle      *throttle
 
 	mu       sync.Mutex
 	upgraded map[*upgradedConn]struct{}
@@ -82,6 +87,10 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Proxy, error)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: register metrics: %w", err)
 	}
+	rm, err := newReportMetrics(reg, &cfg.Report)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: register metrics: %w", err)
+	}
 	p := &Proxy{
 		cfg:       cfg,
 		transport: newTransport(cfg),
@@ -90,7 +99,10 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Proxy, error)
 		metrics:   m,
 		now:       time.Now,
 		upgraded:  map[*upgradedConn]struct{}{},
+
+		reportMetrics: rm,
 	}
+	p.throttle = newThrottle(cfg.Report.Throttle, func() time.Time { return p.now() })
 	p.rp = &httputil.ReverseProxy{
 		// Rewrite, not Director: with Director a client can strip headers
 		// the proxy adds by naming them in Connection (golang/go#50580).
@@ -117,6 +129,18 @@ func mustStdLogAt(log *zap.Logger, level zapcore.Level) *stdlog.Logger {
 // two idle connections per host, which under load churns connections until
 // ports run out (golang/go#6785).
 func newTransport(cfg Config) *http.Transport {
+	// Zero values get the sidecar's defaults, not net/http's (two idle
+	// connections, the system's dial timeout), for programs that embed the
+	// proxy without the config package.
+	if cfg.MaxIdleConnsPerHost <= 0 {
+		cfg.MaxIdleConnsPerHost = 64
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.IdleConnTimeout <= 0 {
+		cfg.IdleConnTimeout = 90 * time.Second
+	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	// The upstream sits beside the sidecar; HTTP_PROXY from the environment
 	// must not reroute it.
@@ -142,6 +166,13 @@ type reqState struct {
 	upstreamDur time.Duration
 	errKind     string
 	body        *bodyReader
+
+	path           string       // as the client sent it
+	user           *enrich.User // from a valid token; nil: anonymous
+	userVal        enrich.User  // storage for user, saving an allocation
+	upstreamStatus int
+	contentType    string
+	tee            *teeBody // set when the answer will be reported
 }
 
 type stateKey struct{}
@@ -153,11 +184,19 @@ func stateFrom(ctx context.Context) *reqState {
 
 // ServeHTTP proxies one request.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	st := &reqState{id: requestID(r.Header.Get(RequestIDHeader)), start: p.now()}
+	st := &reqState{id: requestID(r.Header.Get(RequestIDHeader)), start: p.now(), path: r.URL.Path}
 	st.clientIP, st.peerTrusted = p.trusted.clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"])
 	if r.Body != nil && r.Body != http.NoBody {
 		st.body = &bodyReader{rc: r.Body}
 		r.Body = st.body
+	}
+	if v := p.cfg.Report.Users; v != nil {
+		u, outcome := v.User(enrich.TokenFromRequest(r.Header, p.cfg.Report.Cookie))
+		p.reportMetrics.tokens[outcome].Inc()
+		if outcome == enrich.TokenVerified || outcome == enrich.TokenUnverified {
+			st.userVal = u
+			st.user = &st.userVal
+		}
 	}
 	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
 	rec := &recorder{ResponseWriter: w, onHijack: p.trackUpgraded}
@@ -194,7 +233,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if status == 0 {
 			status = http.StatusOK
 		}
-		p.finish(r, rec, st, status)
+		dur := p.finish(r, rec, st, status)
+		p.report(r, st, status, dur)
 		if v == http.ErrAbortHandler {
 			panic(v)
 		}
@@ -202,8 +242,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.rp.ServeHTTP(rec, r)
 }
 
-// finish writes the access-log line and the metrics of one request.
-func (p *Proxy) finish(r *http.Request, rec *recorder, st *reqState, status int) {
+// finish writes the access-log line and the metrics of one request, and
+// returns its duration.
+func (p *Proxy) finish(r *http.Request, rec *recorder, st *reqState, status int) time.Duration {
 	dur := p.now().Sub(st.start)
 	p.metrics.observe(r.Method, status, dur.Seconds())
 	if st.errKind != "" {
@@ -211,13 +252,13 @@ func (p *Proxy) finish(r *http.Request, rec *recorder, st *reqState, status int)
 	}
 	ce := p.log.Check(zapcore.InfoLevel, "request")
 	if ce == nil {
-		return
+		return dur
 	}
 	path := r.URL.EscapedPath()
 	if q := enrich.ScrubQuery(r.URL.RawQuery); q != "" {
 		path += "?" + q
 	}
-	fields := make([]zap.Field, 0, 11)
+	fields := make([]zap.Field, 0, 12)
 	fields = append(fields,
 		zap.String("request_id", st.id),
 		zap.String("method", r.Method),
@@ -234,7 +275,11 @@ func (p *Proxy) finish(r *http.Request, rec *recorder, st *reqState, status int)
 	if st.errKind != "" {
 		fields = append(fields, zap.String("error", st.errKind))
 	}
+	if st.user != nil {
+		fields = append(fields, zap.String("user_id", st.user.ID))
+	}
 	ce.Write(fields...)
+	return dur
 }
 
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
@@ -260,6 +305,10 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 			}
 		}
 	}
+	// ReverseProxy strips only Forwarded and X-Forwarded-*: without this
+	// Del, a peer with no address (a Unix socket) would pass the client's
+	// own X-Real-IP on as the sidecar's.
+	pr.Out.Header.Del("X-Real-IP")
 	if st.clientIP.IsValid() {
 		pr.Out.Header.Set("X-Real-IP", st.clientIP.String())
 	}
@@ -284,7 +333,13 @@ func stripUnderscoreForwarding(h http.Header) {
 func (p *Proxy) modifyResponse(res *http.Response) error {
 	st := stateFrom(res.Request.Context())
 	st.upstreamDur = p.now().Sub(st.start)
+	st.upstreamStatus = res.StatusCode
 	res.Header.Set(RequestIDHeader, st.id)
+	if rp := &p.cfg.Report; rp.captures(res.StatusCode) && !rp.ignored(st.path) {
+		st.contentType = res.Header.Get("Content-Type")
+		st.tee = &teeBody{ReadCloser: res.Body}
+		res.Body = st.tee
+	}
 	return nil
 }
 
@@ -419,6 +474,17 @@ func (c *upgradedConn) Close() error {
 		c.p.mu.Unlock()
 	})
 	return c.Conn.Close()
+}
+
+// CloseWrite passes a half-close on to the client. ReverseProxy propagates
+// the upstream's EOF by looking for CloseWrite on the client connection;
+// without it, the wrapper made it close both directions at once and drop
+// what the client was still sending.
+func (c *upgradedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return fmt.Errorf("close write: %w", errors.ErrUnsupported)
 }
 
 func (p *Proxy) trackUpgraded(conn net.Conn) net.Conn {

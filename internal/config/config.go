@@ -24,6 +24,7 @@ type Config struct {
 	JWT      JWT      `yaml:"jwt"`
 	Tunnel   Tunnel   `yaml:"tunnel"`
 	Browser  Browser  `yaml:"browser"`
+	Inbox    Inbox    `yaml:"inbox"`
 	Actions  []Action `yaml:"actions"`
 	Log      Log      `yaml:"log"`
 }
@@ -88,6 +89,36 @@ type Sentry struct {
 	CaptureStatus    []string                  `yaml:"capture_status"`
 	IgnorePaths      []string                  `yaml:"ignore_paths"`
 	Contexts         map[string]map[string]any `yaml:"contexts"`
+	// IgnoreErrors are regular expressions; events whose message matches
+	// one are dropped (sentry-go's IgnoreErrors).
+	IgnoreErrors []string `yaml:"ignore_errors"`
+	// RouteTemplates group paths into routes: "{name}" matches one segment.
+	// Segments no template covers are grouped when they look like ids.
+	RouteTemplates []string `yaml:"route_templates"`
+	Throttle       Throttle `yaml:"throttle"`
+	Trail          Trail    `yaml:"trail"`
+}
+
+// Throttle bounds the events of one fingerprint: Burst at once, then one
+// per Every. The rest are counted in metrics and in the next event.
+type Throttle struct {
+	Burst int      `yaml:"burst"`
+	Every Duration `yaml:"every"`
+}
+
+// Trail bounds the per-user request trails that become breadcrumbs.
+type Trail struct {
+	Size  int      `yaml:"size"`
+	Users int      `yaml:"users"`
+	TTL   Duration `yaml:"ttl"`
+}
+
+// Inbox is the local sink used without a DSN, or in development without
+// sentry.debug.
+type Inbox struct {
+	Size int `yaml:"size"`
+	// File, when set, gets every event appended as one JSON line.
+	File string `yaml:"file" env:"SIDECAR_INBOX_FILE"`
 }
 
 // JWT says how to find the API's token and how far to trust it.
@@ -96,7 +127,9 @@ type JWT struct {
 	PublicKeyFile string `yaml:"public_key_file" env:"JWT_PUBLIC_KEY_FILE"`
 	JWKSURL       string `yaml:"jwks_url" env:"JWT_JWKS_URL"`
 	Verify        bool   `yaml:"verify"`
-	Cookie        string `yaml:"cookie"`
+	// Leeway tolerates clock skew on exp and nbf.
+	Leeway Duration `yaml:"leeway"`
+	Cookie string   `yaml:"cookie"`
 	// Claims maps each user field to the claim names tried in order.
 	Claims map[string][]string `yaml:"claims"`
 }
@@ -161,9 +194,21 @@ func Default() Config {
 			CaptureStatus: []string{"500-599"},
 			IgnorePaths:   []string{},
 			Contexts:      map[string]map[string]any{},
+			IgnoreErrors:  []string{},
+			// Proximity's app routes: ids like "wordpress-myblog" look like
+			// words, so they are named; catalog and deploy are literal.
+			RouteTemplates: []string{
+				"/api/v1/apps/catalog",
+				"/api/v1/apps/catalog/{catalog_id}",
+				"/api/v1/apps/deploy",
+				"/api/v1/apps/{app_id}",
+			},
+			Throttle: Throttle{Burst: 5, Every: Duration(20 * time.Second)},
+			Trail:    Trail{Size: 20, Users: 10000, TTL: Duration(30 * time.Minute)},
 		},
 		JWT: JWT{
 			Verify: true,
+			Leeway: Duration(30 * time.Second),
 			Claims: map[string][]string{
 				"id":       {"user_id", "sub"},
 				"username": {"username", "sub"},
@@ -172,6 +217,7 @@ func Default() Config {
 			},
 		},
 		Tunnel:  Tunnel{AllowedDSNs: []string{}},
+		Inbox:   Inbox{Size: 200},
 		Actions: []Action{},
 		Log:     Log{Level: "info"},
 	}

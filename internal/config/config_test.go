@@ -374,6 +374,7 @@ func TestLoadEveryEnvVar(t *testing.T) {
 		"SENTRY_BROWSER_DSN":             {`"https://filekey@o1.ingest.sentry.io/3"`, "https://filekey@o1.ingest.sentry.io/3", "https://envkey@o1.ingest.sentry.io/4", "https://envkey@o1.ingest.sentry.io/4"},
 		"LOG_LEVEL":                      {`"debug"`, "debug", "error", "error"},
 		"LOG_FORMAT":                     {`"console"`, "console", "json", "json"},
+		"SIDECAR_INBOX_FILE":             {`"/tmp/file.jsonl"`, "/tmp/file.jsonl", "/tmp/env.jsonl", "/tmp/env.jsonl"},
 	}
 
 	vars := EnvVars()
@@ -684,8 +685,14 @@ func TestYAMLRoundTrip(t *testing.T) {
 					Contexts: map[string]map[string]any{
 						"proxmox": {"host": "pve.local", "port": 8006, "tls": true, "ratio": 0.5},
 					},
+					IgnoreErrors:   []string{"^context canceled$"},
+					RouteTemplates: []string{"/api/v1/apps/{id}"},
+					Throttle:       Throttle{Burst: 2, Every: Duration(time.Minute)},
+					Trail:          Trail{Size: 5, Users: 100, TTL: Duration(time.Hour)},
 				},
+				Inbox: Inbox{Size: 10, File: "/tmp/inbox.jsonl"},
 				JWT: JWT{
+					Leeway:        Duration(5 * time.Second),
 					PublicKeyFile: keyFile,
 					Verify:        false,
 					Cookie:        "proximity-auth-cookie",

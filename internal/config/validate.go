@@ -8,12 +8,15 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/getsentry/sentry-go"
 	"gopkg.in/yaml.v3"
+
+	"github.com/sentry-sidecar/sentry-sidecar/enrich"
 )
 
 // Validate returns every problem with c, joined, one per key, in the order
@@ -99,6 +102,33 @@ func (c *Config) Validate() error {
 		if _, _, err := ParseStatusRange(s); err != nil {
 			add(fmt.Sprintf("sentry.capture_status[%d]", i), "%v", err)
 		}
+	}
+	for i, e := range c.Sentry.IgnoreErrors {
+		if _, err := regexp.Compile(e); err != nil {
+			add(fmt.Sprintf("sentry.ignore_errors[%d]", i), "is not a regular expression: %v", err)
+		}
+	}
+	for i, t := range c.Sentry.RouteTemplates {
+		if err := enrich.CheckTemplate(t); err != nil {
+			add(fmt.Sprintf("sentry.route_templates[%d]", i), "%v", err)
+		}
+	}
+	if c.Sentry.Throttle.Burst < 0 {
+		add("sentry.throttle.burst", "must not be negative (0 turns throttling off), got %d", c.Sentry.Throttle.Burst)
+	}
+	if c.Sentry.Throttle.Burst > 0 {
+		positive("sentry.throttle.every", c.Sentry.Throttle.Every)
+	}
+	if c.Sentry.Trail.Size < 0 || c.Sentry.Trail.Size > 100 {
+		add("sentry.trail.size", "must be from 0 to 100, got %d", c.Sentry.Trail.Size)
+	}
+	if c.Sentry.Trail.Users < 0 {
+		add("sentry.trail.users", "must not be negative, got %d", c.Sentry.Trail.Users)
+	}
+	positive("sentry.trail.ttl", c.Sentry.Trail.TTL)
+	nonNegative("jwt.leeway", c.JWT.Leeway)
+	if c.Inbox.Size < 1 {
+		add("inbox.size", "must be at least 1, got %d", c.Inbox.Size)
 	}
 	for i, p := range c.Sentry.IgnorePaths {
 		if !strings.HasPrefix(p, "/") {

@@ -1,0 +1,315 @@
+package proxy
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/getsentry/sentry-go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sentry-sidecar/sentry-sidecar/enrich"
+)
+
+// Report is what the proxy tells Sentry about the requests it carries. The
+// zero Report reports nothing: no user, no trail, no event.
+type Report struct {
+	// Client sends the events; nil turns events off.
+	Client *sentry.Client
+	// Scope is applied to every event: the tags and contexts set once at
+	// start (app, sidecar, extra contexts). Never a request's scope.
+	Scope *sentry.Scope
+	// Users turns the API's token into the Sentry user; nil: anonymous.
+	Users *enrich.Verifier
+	// Cookie names a cookie that may carry the token besides Authorization.
+	Cookie string
+	// Trails keeps each user's recent requests; nil: none.
+	Trails *enrich.Trails
+	// Routes templates paths for grouping; nil: the path is the route.
+	Routes *enrich.Router
+	// Capture lists the upstream statuses that become events.
+	Capture []StatusRange
+	// IgnorePaths are never reported: an exact path, or a prefix when the
+	// entry ends with "*".
+	IgnorePaths []string
+	// Throttle bounds the events of one fingerprint.
+	Throttle ThrottleConfig
+}
+
+// StatusRange is an inclusive range of HTTP statuses.
+type StatusRange struct{ Lo, Hi int }
+
+func (r *Report) captures(status int) bool {
+	if r.Client == nil {
+		return false
+	}
+	for _, s := range r.Capture {
+		if status >= s.Lo && status <= s.Hi {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Report) ignored(path string) bool {
+	for _, p := range r.IgnorePaths {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok {
+			if strings.HasPrefix(path, prefix) {
+				return true
+			}
+		} else if p == path {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Report) route(path string) string {
+	if r.Routes == nil {
+		return path
+	}
+	return r.Routes.Template(path)
+}
+
+// Event kinds, a label of sidecar_sentry_events_total.
+const (
+	eventUpstream   = "upstream_5xx"
+	eventProxyError = "proxy_error"
+)
+
+// reportMetrics count what the reporting did.
+type reportMetrics struct {
+	events map[string]map[string]prometheus.Counter // kind → outcome
+	tokens map[enrich.TokenOutcome]prometheus.Counter
+}
+
+func newReportMetrics(reg prometheus.Registerer, r *Report) (*reportMetrics, error) {
+	events := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidecar_sentry_events_total",
+		Help: "Events built from proxied requests by kind (upstream_5xx, proxy_error) and outcome (captured, throttled).",
+	}, []string{"kind", "outcome"})
+	tokens := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sidecar_jwt_tokens_total",
+		Help: "Requests by what became of their token: absent, verified, unverified, expired, invalid.",
+	}, []string{"outcome"})
+	cs := []prometheus.Collector{events, tokens}
+	if t := r.Trails; t != nil {
+		cs = append(cs,
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "sidecar_trail_users",
+				Help: "Users whose recent requests are kept for breadcrumbs.",
+			}, func() float64 { return float64(t.Users()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "sidecar_trail_evictions_total",
+				Help: "User trails dropped to stay within the bound or after idling past the TTL.",
+			}, func() float64 { return float64(t.Evictions()) }))
+	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	m := &reportMetrics{events: map[string]map[string]prometheus.Counter{}, tokens: map[enrich.TokenOutcome]prometheus.Counter{}}
+	for _, kind := range []string{eventUpstream, eventProxyError} {
+		m.events[kind] = map[string]prometheus.Counter{}
+		for _, outcome := range []string{"captured", "throttled"} {
+			m.events[kind][outcome] = events.WithLabelValues(kind, outcome)
+		}
+	}
+	for _, o := range []enrich.TokenOutcome{enrich.TokenAbsent, enrich.TokenVerified, enrich.TokenUnverified, enrich.TokenExpired, enrich.TokenInvalid} {
+		m.tokens[o] = tokens.WithLabelValues(string(o))
+	}
+	return m, nil
+}
+
+// teeBody keeps the first enrich.MaxBodyExcerpt bytes of a captured
+// response while they stream to the client: the client gets every byte as
+// the upstream sent it, and nothing waits for the excerpt. Reads go to the
+// upstream's own body, so its trailers still arrive.
+type teeBody struct {
+	io.ReadCloser
+	buf []byte
+}
+
+func (t *teeBody) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if room := enrich.MaxBodyExcerpt - len(t.buf); room > 0 && n > 0 {
+		t.buf = append(t.buf, p[:min(n, room)]...)
+	}
+	return n, err
+}
+
+// report builds and captures the event for a finished request, if it is
+// one to report, and adds the request to its user's trail.
+func (p *Proxy) report(r *http.Request, st *reqState, status int, dur time.Duration) {
+	rp := &p.cfg.Report
+	var user string
+	if st.user != nil {
+		user = st.user.ID
+	}
+	kind := ""
+	switch {
+	case rp.Client == nil:
+	case st.tee != nil:
+		kind, status = eventUpstream, st.upstreamStatus
+	case st.errKind != "" && st.errKind != KindClientClosed:
+		kind = eventProxyError // refused, timeout, or an answer cut mid-body
+	}
+	if kind != "" && rp.ignored(r.URL.Path) {
+		kind = ""
+	}
+	if kind == "" {
+		if rp.Trails != nil && user != "" {
+			rp.Trails.Add(user, crumbOf(r, st, status, dur))
+		}
+		return
+	}
+
+	x := &enrich.Exchange{
+		Time:        st.start,
+		Method:      r.Method,
+		Scheme:      scheme(r, st.peerTrusted),
+		Host:        r.Host,
+		Path:        r.URL.Path,
+		RawQuery:    r.URL.RawQuery,
+		Header:      r.Header,
+		Route:       rp.route(r.URL.Path),
+		ClientIP:    st.clientIP.String(),
+		RequestID:   st.id,
+		Upstream:    p.cfg.Upstream.Host,
+		Status:      status,
+		Duration:    dur,
+		UpstreamDur: st.upstreamDur,
+		ErrorKind:   st.errKind,
+		User:        st.user,
+	}
+	if !st.clientIP.IsValid() {
+		x.ClientIP = ""
+	}
+	if st.tee != nil {
+		x.Body, x.ContentType = st.tee.buf, st.contentType
+	}
+	if rp.Trails != nil {
+		x.Trail = rp.Trails.Trail(user, nil)
+		rp.Trails.Add(user, x.Crumb())
+	}
+	var ev *sentry.Event
+	if kind == eventProxyError {
+		ev = enrich.ProxyErrorEvent(x)
+	} else {
+		ev = enrich.UpstreamEvent(x)
+	}
+	suppressed, ok := p.throttle.allow(strings.Join(ev.Fingerprint, "\x00"))
+	if !ok {
+		p.reportMetrics.events[kind]["throttled"].Inc()
+		return
+	}
+	if suppressed > 0 {
+		ev.Contexts["throttle"] = sentry.Context{"suppressed_since_last_event": suppressed}
+	}
+	p.reportMetrics.events[kind]["captured"].Inc()
+	rp.Client.CaptureEvent(ev, &sentry.EventHint{Context: r.Context()}, rp.Scope)
+}
+
+// crumbOf is the trail entry of a request that is not reported.
+func crumbOf(r *http.Request, st *reqState, status int, dur time.Duration) enrich.Crumb {
+	u := r.URL.Path
+	if r.URL.RawQuery != "" {
+		u += "?" + enrich.ScrubQuery(r.URL.RawQuery)
+	}
+	return enrich.Crumb{Time: st.start, Method: r.Method, Path: r.URL.Path, URL: u, Status: status, Duration: dur}
+}
+
+// scheme is the scheme the client used: TLS on our listener, or what a
+// trusted proxy in front says.
+func scheme(r *http.Request, peerTrusted bool) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	if peerTrusted {
+		if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
+			return p
+		}
+	}
+	return "http"
+}
+
+// ThrottleConfig bounds events per fingerprint with a token bucket: Burst
+// events at once, then one per Every.
+type ThrottleConfig struct {
+	Burst int
+	Every time.Duration
+}
+
+// throttle is a token bucket per fingerprint. Storms of one failure (an
+// upstream down, a route failing for everyone) become a few events and a
+// count, never thousands of events.
+type throttle struct {
+	cfg ThrottleConfig
+	now func() time.Time
+
+	mu      sync.Mutex
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	tokens     float64
+	last       time.Time
+	suppressed int
+}
+
+// maxBuckets bounds the fingerprints tracked; past it, full buckets (idle
+// fingerprints) are forgotten.
+const maxBuckets = 10000
+
+func newThrottle(cfg ThrottleConfig, now func() time.Time) *throttle {
+	return &throttle{cfg: cfg, now: now, buckets: map[string]*bucket{}}
+}
+
+// allow takes a token for key. It reports whether the event may go and how
+// many events of key were suppressed since the last one that went.
+func (t *throttle) allow(key string) (suppressed int, ok bool) {
+	if t.cfg.Burst <= 0 {
+		return 0, true
+	}
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b, found := t.buckets[key]
+	if !found {
+		if len(t.buckets) >= maxBuckets {
+			t.forgetIdle(now)
+		}
+		b = &bucket{tokens: float64(t.cfg.Burst), last: now}
+		t.buckets[key] = b
+	}
+	t.refill(b, now)
+	if b.tokens < 1 {
+		b.suppressed++
+		return 0, false
+	}
+	b.tokens--
+	suppressed, b.suppressed = b.suppressed, 0
+	return suppressed, true
+}
+
+func (t *throttle) refill(b *bucket, now time.Time) {
+	if t.cfg.Every > 0 {
+		b.tokens = min(float64(t.cfg.Burst), b.tokens+float64(now.Sub(b.last))/float64(t.cfg.Every))
+	}
+	b.last = now
+}
+
+func (t *throttle) forgetIdle(now time.Time) {
+	for k, b := range t.buckets {
+		t.refill(b, now)
+		if b.tokens >= float64(t.cfg.Burst) && b.suppressed == 0 {
+			delete(t.buckets, k)
+		}
+	}
+	if len(t.buckets) >= maxBuckets {
+		clear(t.buckets) // everything is busy: a flood of distinct failures
+	}
+}
