@@ -42,11 +42,17 @@ type Exchange struct {
 
 // Crumb returns this request as a trail entry.
 func (x *Exchange) Crumb() Crumb {
-	u := x.Path
-	if x.RawQuery != "" {
-		u += "?" + ScrubQuery(x.RawQuery)
+	return NewCrumb(x.Time, x.Method, x.Path, x.RawQuery, x.Status, x.Duration)
+}
+
+// NewCrumb is the trail entry of a request, its path and query scrubbed.
+func NewCrumb(t time.Time, method, path, rawQuery string, status int, d time.Duration) Crumb {
+	path = ScrubPath(path)
+	u := path
+	if rawQuery != "" {
+		u += "?" + ScrubQuery(rawQuery)
 	}
-	return Crumb{Time: x.Time, Method: x.Method, Path: x.Path, URL: u, Status: x.Status, Duration: x.Duration}
+	return Crumb{Time: t, Method: method, Path: path, URL: u, Status: status, Duration: d}
 }
 
 // UpstreamEvent is the event for an upstream answer whose status is
@@ -114,7 +120,7 @@ func baseEvent(x *Exchange) *sentry.Event {
 		"request_id":       x.RequestID,
 	}
 	ev.Request = &sentry.Request{
-		URL:         x.Scheme + "://" + x.Host + x.Path,
+		URL:         x.Scheme + "://" + x.Host + ScrubPath(x.Path),
 		Method:      x.Method,
 		QueryString: ScrubQuery(x.RawQuery),
 		Headers:     ScrubHeaders(x.Header),

@@ -843,6 +843,7 @@ type jwksKey struct {
 	kid string
 	key any // public key, or []byte for an "oct" key
 	alg jwkset.ALG
+	use jwkset.USE
 }
 
 func mustJWKSServer(tb testing.TB, keys ...jwksKey) *jwksServer {
@@ -883,7 +884,7 @@ func (s *jwksServer) setKeys(tb testing.TB, keys ...jwksKey) {
 	for _, k := range keys {
 		j, err := jwkset.NewJWKFromKey(k.key, jwkset.JWKOptions{
 			Marshal:  jwkset.JWKMarshalOptions{Private: true}, // needed to publish "oct" keys
-			Metadata: jwkset.JWKMetadataOptions{KID: k.kid, ALG: k.alg},
+			Metadata: jwkset.JWKMetadataOptions{KID: k.kid, ALG: k.alg, USE: k.use},
 		})
 		require.NoError(tb, err)
 		set.Keys = append(set.Keys, j.Marshal())
@@ -905,9 +906,10 @@ func mustJWKSKeys(tb testing.TB, url string, o JWKSOptions) Keys {
 // mustNotLeak checks, after every other cleanup, that the test's JWKS
 // goroutines ended. JWKS tests are not parallel so that others' goroutines
 // do not count.
-func mustNotLeak(t *testing.T) {
+func mustNotLeak(tb testing.TB) {
+	tb.Helper()
 	opt := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+	tb.Cleanup(func() { goleak.VerifyNone(tb, opt) })
 }
 
 func TestVerifierJWKS(t *testing.T) {
@@ -915,12 +917,14 @@ func TestVerifierJWKS(t *testing.T) {
 	a, b := mustEC(t, elliptic.P256()), mustEC(t, elliptic.P256())
 	ed := mustEd(t)
 	rsaKey := mustRSA(t)
+	enc := mustEC(t, elliptic.P256())
 	secret := []byte("an oct key in the set")
 	srv := mustJWKSServer(t,
-		jwksKey{"a", &a.PublicKey, jwkset.AlgES256},
-		jwksKey{"ed", ed.Public(), jwkset.AlgEdDSA},
-		jwksKey{"rsa", &rsaKey.PublicKey, ""},
-		jwksKey{"oct", secret, jwkset.AlgHS256},
+		jwksKey{"a", &a.PublicKey, jwkset.AlgES256, ""},
+		jwksKey{"ed", ed.Public(), jwkset.AlgEdDSA, ""},
+		jwksKey{"rsa", &rsaKey.PublicKey, "", ""},
+		jwksKey{"oct", secret, jwkset.AlgHS256, ""},
+		jwksKey{"enc", &enc.PublicKey, jwkset.AlgES256, jwkset.UseEnc},
 	)
 	const refresh = 100 * time.Millisecond
 	keys := mustJWKSKeys(t, srv.URL, JWKSOptions{Client: srv.Client(), Refresh: refresh})
@@ -944,6 +948,7 @@ func TestVerifierJWKS(t *testing.T) {
 		{"RS256 for a JWK without alg", mustSign(t, jwt.SigningMethodRS256, rsaKey, claims, "rsa"), TokenVerified},
 		{"ES256 under the EdDSA kid", mustSign(t, jwt.SigningMethodES256, a, claims, "ed"), TokenInvalid},
 		{"HS256 with the oct key", mustSign(t, jwt.SigningMethodHS256, secret, claims, "oct"), TokenInvalid},
+		{"ES256 with an encryption key", mustSign(t, jwt.SigningMethodES256, enc, claims, "enc"), TokenInvalid},
 		{"HS256 with the EC public key PEM", mustSign(t, jwt.SigningMethodHS256, mustPublicPEM(t, &a.PublicKey), claims, "a"), TokenInvalid},
 		{"alg none", mustAlgNone(t, claims), TokenInvalid},
 		{"unknown key", tokB, TokenInvalid},
@@ -957,7 +962,7 @@ func TestVerifierJWKS(t *testing.T) {
 
 	// Rotate a out and b in: the background refresh picks it up, and cached
 	// outcomes computed with the old set are dropped.
-	srv.setKeys(t, jwksKey{"b", &b.PublicKey, jwkset.AlgES256})
+	srv.setKeys(t, jwksKey{"b", &b.PublicKey, jwkset.AlgES256, ""})
 	require.Eventually(t, func() bool {
 		_, outB := v.User(tokB)
 		_, outA := v.User(tokA)
@@ -980,7 +985,7 @@ func TestVerifierJWKS(t *testing.T) {
 func TestVerifierJWKSRequestPathNeverFetches(t *testing.T) {
 	mustNotLeak(t)
 	a := mustEC(t, elliptic.P256())
-	srv := mustJWKSServer(t, jwksKey{"a", &a.PublicKey, jwkset.AlgES256})
+	srv := mustJWKSServer(t, jwksKey{"a", &a.PublicKey, jwkset.AlgES256, ""})
 	gate := make(chan struct{})
 	srv.mu.Lock()
 	srv.gate = gate // every fetch after the first hangs until the test ends
@@ -992,15 +997,33 @@ func TestVerifierJWKSRequestPathNeverFetches(t *testing.T) {
 	t.Cleanup(v.Close) // cancels the hanging background fetch
 
 	claims := proximityClaims(time.Now())
-	start := time.Now()
-	for i := range 100 {
-		other := mustEC(t, elliptic.P256())
-		_, out := v.User(mustSign(t, jwt.SigningMethodES256, other, claims, fmt.Sprintf("rotated-%d", i)))
-		require.Equal(t, TokenInvalid, out)
-		_, out = v.User(mustSign(t, jwt.SigningMethodES256, a, claims, "a"))
-		require.Equal(t, TokenVerified, out)
+	known := mustSign(t, jwt.SigningMethodES256, a, claims, "a")
+	rotated := make([]string, 100)
+	for i := range rotated {
+		rotated[i] = mustSign(t, jwt.SigningMethodES256, mustEC(t, elliptic.P256()), claims, fmt.Sprintf("rotated-%d", i))
 	}
-	assert.Less(t, time.Since(start), 5*time.Second, "no lookup waited for the hanging fetch")
+	// Lookups run apart so that one stuck on the hanging fetch fails the
+	// test instead of hanging it.
+	done := make(chan string, 1)
+	go func() {
+		for _, tok := range rotated {
+			if _, out := v.User(tok); out != TokenInvalid {
+				done <- "unknown kid: " + string(out)
+				return
+			}
+			if _, out := v.User(known); out != TokenVerified {
+				done <- "known kid: " + string(out)
+				return
+			}
+		}
+		done <- ""
+	}()
+	select {
+	case msg := <-done:
+		require.Empty(t, msg)
+	case <-time.After(5 * time.Second):
+		t.Fatal("a lookup waited for a JWKS fetch")
+	}
 	// Unknown kids woke exactly one background fetch, rate-limited.
 	require.Eventually(t, func() bool { return srv.hits.Load() == 2 }, 5*time.Second, 10*time.Millisecond)
 	time.Sleep(100 * time.Millisecond)
@@ -1010,7 +1033,7 @@ func TestVerifierJWKSRequestPathNeverFetches(t *testing.T) {
 func TestVerifierJWKSFirstFetchFails(t *testing.T) {
 	mustNotLeak(t)
 	a := mustEC(t, elliptic.P256())
-	srv := mustJWKSServer(t, jwksKey{"a", &a.PublicKey, jwkset.AlgES256})
+	srv := mustJWKSServer(t, jwksKey{"a", &a.PublicKey, jwkset.AlgES256, ""})
 	srv.mu.Lock()
 	srv.fail = 1
 	srv.mu.Unlock()
@@ -1043,7 +1066,7 @@ func TestVerifierJWKSFirstFetchFails(t *testing.T) {
 func TestVerifierJWKSStopsWithContext(t *testing.T) {
 	mustNotLeak(t)
 	a := mustEC(t, elliptic.P256())
-	srv := mustJWKSServer(t, jwksKey{"a", &a.PublicKey, jwkset.AlgES256})
+	srv := mustJWKSServer(t, jwksKey{"a", &a.PublicKey, jwkset.AlgES256, ""})
 	ctx, cancel := context.WithCancel(context.Background())
 	keys, err := JWKSKeys(ctx, srv.URL, JWKSOptions{Client: srv.Client(), Refresh: 20 * time.Millisecond})
 	require.NoError(t, err)
@@ -1059,9 +1082,30 @@ func TestVerifierJWKSStopsWithContext(t *testing.T) {
 
 func TestJWKSKeysBadURL(t *testing.T) {
 	t.Parallel()
-	_, err := JWKSKeys(context.Background(), "::not a url", JWKSOptions{})
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "JWKS ::not a url")
+	for _, u := range []string{"::not a url", "", "/jwks.json", "ftp://idp/jwks", "https://user:hunter2@/jwks"} {
+		_, err := JWKSKeys(context.Background(), u, JWKSOptions{})
+		require.Error(t, err, u)
+		assert.Equal(t, "JWKS URL is not an absolute http(s) URL", err.Error())
+	}
+}
+
+func TestJWKSKeysRedactsPasswordInErrors(t *testing.T) {
+	mustNotLeak(t)
+	srv := mustJWKSServer(t)
+	srv.mu.Lock()
+	srv.fail = 1
+	srv.mu.Unlock()
+	withPassword := strings.Replace(srv.URL, "http://", "http://idp:hunter2@", 1)
+	var msgs []string
+	keys, err := JWKSKeys(context.Background(), withPassword, JWKSOptions{
+		Client:  srv.Client(),
+		OnError: func(err error) { msgs = append(msgs, err.Error()) },
+	})
+	require.NoError(t, err)
+	t.Cleanup(NewVerifier(VerifierOptions{Keys: keys, Verify: true}).Close)
+	require.Len(t, msgs, 1)
+	assert.Contains(t, msgs[0], "fetch JWKS http://idp:xxxxx@")
+	assert.NotContains(t, msgs[0], "hunter2")
 }
 
 // validHMAC is an independent check of an HS256/384/512 signature.

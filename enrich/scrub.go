@@ -88,6 +88,23 @@ func anySensitiveParam(raw string) bool {
 	return false
 }
 
+// ScrubPath filters the values of sensitive matrix parameters in a path
+// ("/settings;secret=x" keeps "/settings;secret=[Filtered]"): servers that
+// read them would take a secret from there as from a query. A path without
+// ";" is returned as it is, without allocating.
+func ScrubPath(path string) string {
+	if strings.IndexByte(path, ';') < 0 {
+		return path
+	}
+	segs := strings.Split(path, "/")
+	for i, seg := range segs {
+		if head, params, ok := strings.Cut(seg, ";"); ok {
+			segs[i] = head + ";" + ScrubQuery(params)
+		}
+	}
+	return strings.Join(segs, "/")
+}
+
 // sensitiveParam matches the decoded key, so "%74oken" hides as "token".
 func sensitiveParam(rawKey string) bool {
 	if k, err := url.QueryUnescape(rawKey); err == nil {
@@ -214,6 +231,10 @@ func ScrubEvent(ev *sentry.Event) *sentry.Event {
 		return nil
 	}
 	ev.Message = ScrubText(ev.Message)
+	ev.Transaction = ScrubText(ev.Transaction)
+	for i, f := range ev.Fingerprint {
+		ev.Fingerprint[i] = ScrubText(f)
+	}
 	for i := range ev.Exception {
 		ev.Exception[i].Value = ScrubText(ev.Exception[i].Value)
 	}
@@ -221,8 +242,10 @@ func ScrubEvent(ev *sentry.Event) *sentry.Event {
 		r.Data = ""
 		r.Cookies = ""
 		r.QueryString = ScrubQuery(r.QueryString)
-		if u, q, ok := strings.Cut(r.URL, "?"); ok {
-			r.URL = u + "?" + ScrubQuery(q)
+		u, q, hasQuery := strings.Cut(r.URL, "?")
+		r.URL = ScrubText(u)
+		if hasQuery {
+			r.URL += "?" + ScrubQuery(q)
 		}
 		for k, v := range r.Headers {
 			if SensitiveKey(k) {

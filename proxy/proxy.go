@@ -254,7 +254,7 @@ func (p *Proxy) finish(r *http.Request, rec *recorder, st *reqState, status int)
 	if ce == nil {
 		return dur
 	}
-	path := r.URL.EscapedPath()
+	path := enrich.ScrubPath(r.URL.EscapedPath())
 	if q := enrich.ScrubQuery(r.URL.RawQuery); q != "" {
 		path += "?" + q
 	}

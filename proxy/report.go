@@ -175,7 +175,7 @@ func (p *Proxy) report(r *http.Request, st *reqState, status int, dur time.Durat
 		Path:        r.URL.Path,
 		RawQuery:    r.URL.RawQuery,
 		Header:      r.Header,
-		Route:       rp.route(r.URL.Path),
+		Route:       rp.route(enrich.ScrubPath(r.URL.Path)),
 		ClientIP:    st.clientIP.String(),
 		RequestID:   st.id,
 		Upstream:    p.cfg.Upstream.Host,
@@ -210,16 +210,32 @@ func (p *Proxy) report(r *http.Request, st *reqState, status int, dur time.Durat
 		ev.Contexts["throttle"] = sentry.Context{"suppressed_since_last_event": suppressed}
 	}
 	p.reportMetrics.events[kind]["captured"].Inc()
-	rp.Client.CaptureEvent(ev, &sentry.EventHint{Context: r.Context()}, rp.Scope)
+	rp.Client.CaptureEvent(ev, &sentry.EventHint{Context: r.Context()}, EventScope(rp.Scope, r.Header))
+}
+
+// EventScope is the scope one event is captured with: base (the tags and
+// contexts set at start) and the trace of the request, continued from its
+// sentry-trace and baggage headers or new. Without its own propagation
+// context every event would share the base scope's trace id, and Sentry
+// would link them all as one trace.
+func EventScope(base *sentry.Scope, h http.Header) *sentry.Scope {
+	var scope *sentry.Scope
+	if base != nil {
+		scope = base.Clone()
+	} else {
+		scope = sentry.NewScope()
+	}
+	pc, err := sentry.PropagationContextFromHeaders(h.Get(sentry.SentryTraceHeader), h.Get(sentry.SentryBaggageHeader))
+	if err != nil || h.Get(sentry.SentryTraceHeader) == "" {
+		pc = sentry.NewPropagationContext()
+	}
+	scope.SetPropagationContext(pc)
+	return scope
 }
 
 // crumbOf is the trail entry of a request that is not reported.
 func crumbOf(r *http.Request, st *reqState, status int, dur time.Duration) enrich.Crumb {
-	u := r.URL.Path
-	if r.URL.RawQuery != "" {
-		u += "?" + enrich.ScrubQuery(r.URL.RawQuery)
-	}
-	return enrich.Crumb{Time: st.start, Method: r.Method, Path: r.URL.Path, URL: u, Status: status, Duration: dur}
+	return enrich.NewCrumb(st.start, r.Method, r.URL.Path, r.URL.RawQuery, status, dur)
 }
 
 // scheme is the scheme the client used: TLS on our listener, or what a

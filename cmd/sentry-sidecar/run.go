@@ -26,6 +26,7 @@ import (
 	"github.com/sentry-sidecar/sentry-sidecar/internal/admin"
 	"github.com/sentry-sidecar/sentry-sidecar/internal/config"
 	"github.com/sentry-sidecar/sentry-sidecar/internal/demo"
+	"github.com/sentry-sidecar/sentry-sidecar/internal/inbox"
 	"github.com/sentry-sidecar/sentry-sidecar/proxy"
 )
 
@@ -111,13 +112,17 @@ func flagErr(err error) error {
 	return errReported
 }
 
-// configFlags parses the flags shared by run, check and demo.
-func configFlags(name, help string, args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (path string, err error) {
+// configFlags parses the flags shared by run, check and demo; extra adds a
+// command's own.
+func configFlags(name, help string, args []string, lookupEnv func(string) (string, bool), stderr io.Writer, extra func(*flag.FlagSet)) (path string, err error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&path, "config", "", "YAML configuration `file` (default $SIDECAR_CONFIG)")
+	if extra != nil {
+		extra(fs)
+	}
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: sentry-sidecar %s [-config FILE]\n\n%s\n\nFlags:\n", name, help)
+		fmt.Fprintf(stderr, "Usage: sentry-sidecar %s [flags]\n\n%s\n\nFlags:\n", name, help)
 		fs.PrintDefaults()
 		fmt.Fprintln(stderr, "\nEnvironment variables (they override the file):")
 		tw := tabwriter.NewWriter(stderr, 0, 0, 2, ' ', 0)
@@ -158,7 +163,10 @@ func loadConfig(path string, lookupEnv func(string) (string, bool), hostname str
 }
 
 func checkCmd(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) error {
-	path, err := configFlags("check", "Validates the configuration (defaults < file < environment). Exits 0 and prints\nthe effective configuration, secrets redacted, when it is valid; exits 1 and\nlists every problem on stderr, one per line, when it is not.", args, lookupEnv, stderr)
+	var sendTest bool
+	path, err := configFlags("check", "Validates the configuration (defaults < file < environment). Exits 0 and prints\nthe effective configuration, secrets redacted, when it is valid; exits 1 and\nlists every problem on stderr, one per line, when it is not.\n\nWith -send-test-event it also sends a deliberate test event where events go\n(Sentry, or the local inbox) and exits 1 unless it was accepted: the\noperator's check after a deploy.", args, lookupEnv, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&sendTest, "send-test-event", false, "also send a test event and report whether it was accepted")
+	})
 	if err != nil {
 		return flagErr(err)
 	}
@@ -172,6 +180,25 @@ func checkCmd(args []string, lookupEnv func(string) (string, bool), stdout, stde
 	}
 	fmt.Fprint(stdout, cfg.YAML())
 	fmt.Fprintln(stderr, "configuration is valid")
+	if !sendTest {
+		return nil
+	}
+	log, err := newLogger(cfg.Log, stderr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rp, err := newReporting(ctx, cfg, log, prometheus.NewRegistry(), host)
+	if err != nil {
+		return err
+	}
+	defer rp.close(cfg.Shutdown.FlushTimeout.Std())
+	res := rp.sendTestEvent(ctx, 15*time.Second)
+	fmt.Fprintf(stderr, "test event %s to %s: delivered=%t %s %s\n", res.EventID, res.Sink, res.Delivered, res.Outcome, res.Error)
+	if !res.Delivered {
+		return errReported
+	}
 	return nil
 }
 
@@ -180,7 +207,7 @@ func runCmd(ctx context.Context, args []string, lookupEnv func(string) (string, 
 	if isDemo {
 		name, help = "demo", "Starts a built-in Proximity-like API on a loopback port and the sidecar in front\nof it, with events kept in the local inbox. No Sentry account needed."
 	}
-	path, err := configFlags(name, help, args, lookupEnv, stderr)
+	path, err := configFlags(name, help, args, lookupEnv, stderr, nil)
 	if err != nil {
 		return flagErr(err)
 	}
@@ -201,6 +228,9 @@ func runCmd(ctx context.Context, args []string, lookupEnv func(string) (string, 
 			}
 			if c.Shutdown.DrainDelay == config.Default().Shutdown.DrainDelay {
 				c.Shutdown.DrainDelay = 0 // no load balancer to tell on a laptop
+			}
+			if len(c.Sentry.Contexts) == 0 {
+				c.Sentry.Contexts = map[string]map[string]any{"proxmox": {"host": "pve.local", "port": 8006}}
 			}
 			if c.JWT.Secret == "" && c.JWT.PublicKeyFile == "" && c.JWT.JWKSURL == "" {
 				c.JWT.Secret = demo.DefaultSecret
@@ -244,7 +274,11 @@ Try:
   curl -sN '%[1]s/api/v1/events?count=3&interval=500ms'      # server-sent events, streamed
   curl -s %[1]s/api/v1/system/nodes?fail=1 -H "Authorization: Bearer $TOKEN"   # the API's own 502
 
+Then open http://%[2]s/inbox.html: the failing deploy is there as the event Sentry
+would get, with the user and the requests that led to it.
+
 Admin: curl -s http://%[2]s/readyz ; curl -s http://%[2]s/metrics | grep sidecar_ ; curl -s http://%[2]s/sentry-info
+       curl -s -X POST http://%[2]s/test-event
 Stop with Ctrl-C.
 
 `, base, adminAddr, upstream)
@@ -302,11 +336,19 @@ func newSentryInfo(cfg config.Config) sentryInfo {
 	info.App.Name, info.App.Version, info.App.Debug = cfg.App.Name, cfg.App.Version, cfg.App.Debug
 	if dsn, err := sentry.NewDsn(cfg.Sentry.DSN); err == nil {
 		info.DSNHost, info.DSNProject = dsn.GetHost(), dsn.GetProjectID()
-		if cfg.Sentry.Environment != config.Development || cfg.Sentry.Debug {
-			info.Enabled, info.Sink = true, "sentry"
-		}
+	}
+	if toSentry(cfg) {
+		info.Enabled, info.Sink = true, "sentry"
 	}
 	return info
+}
+
+// inboxHandler is the admin's inbox, or nil (501) when events go to Sentry.
+func inboxHandler(ib *inbox.Inbox) http.Handler {
+	if ib == nil {
+		return nil
+	}
+	return ib.Handler()
 }
 
 // serve runs the sidecar until ctx ends, then drains: readiness 503, a short
@@ -326,6 +368,20 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, started fun
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	host, _ := os.Hostname()
+	bg, stopBackground := context.WithCancel(context.Background())
+	defer stopBackground()
+	rp, err := newReporting(bg, cfg, log, reg, host)
+	if err != nil {
+		return err
+	}
+	flushed := false
+	defer func() {
+		if !flushed {
+			rp.close(0)
+		}
+	}()
+
 	upstream, _ := url.Parse(cfg.Upstream.URL) // validated
 	trusted := make([]netip.Prefix, 0, len(cfg.Upstream.TrustedProxies))
 	for _, s := range cfg.Upstream.TrustedProxies {
@@ -341,6 +397,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, started fun
 		IdleConnTimeout:       cfg.Upstream.IdleConnTimeout.Std(),
 		MaxIdleConnsPerHost:   cfg.Upstream.MaxIdleConnsPerHost,
 		HealthPath:            cfg.Upstream.HealthPath,
+		Report:                rp.report,
 	}, log, reg)
 	if err != nil {
 		return err
@@ -371,6 +428,8 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, started fun
 			Readiness: ready,
 			Gatherer:  reg,
 			Info:      newSentryInfo(cfg),
+			Inbox:     inboxHandler(rp.inbox),
+			TestEvent: rp.testEventHandler(),
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,
@@ -426,6 +485,9 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, started fun
 	if err := adminSrv.Shutdown(adminCtx); err != nil {
 		adminSrv.Close()
 	}
+	// Last, Sentry: bounded, so a hanging Sentry cannot hold the exit.
+	rp.close(drain.FlushTimeout.Std())
+	flushed = true
 	log.Info("stopped")
 	return nil
 }

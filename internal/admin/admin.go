@@ -19,7 +19,8 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Info is served as JSON at /sentry-info. It must hold no secret.
 	Info any
-	// Inbox serves /inbox; nil answers 501 until the local inbox exists.
+	// Inbox serves /inbox, /inbox/{event_id} and /inbox.html; nil answers
+	// 501 (events go to Sentry, not the inbox).
 	Inbox http.Handler
 	// TestEvent serves POST /test-event; nil answers 501.
 	TestEvent http.Handler
@@ -42,7 +43,10 @@ func New(opts Options) http.Handler {
 	mux.HandleFunc("GET /sentry-info", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, opts.Info)
 	})
-	mux.Handle("/inbox", orNotImplemented(opts.Inbox))
+	inbox := orNotImplemented(opts.Inbox)
+	mux.Handle("/inbox", inbox)
+	mux.Handle("/inbox/", inbox)
+	mux.Handle("/inbox.html", inbox)
 	mux.Handle("POST /test-event", orNotImplemented(opts.TestEvent))
 	return mux
 }

@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/getsentry/sentry-go"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/sentry-sidecar/sentry-sidecar/enrich"
+	"github.com/sentry-sidecar/sentry-sidecar/internal/config"
+	"github.com/sentry-sidecar/sentry-sidecar/internal/inbox"
+	"github.com/sentry-sidecar/sentry-sidecar/internal/transport"
+	"github.com/sentry-sidecar/sentry-sidecar/proxy"
+)
+
+// inboxDSN stands in when events stay local: sentry-go sends nothing
+// without a DSN, and the inbox never dials it.
+const inboxDSN = "http://inbox@127.0.0.1/0"
+
+// reporting is the Sentry side of the sidecar, built once at start.
+type reporting struct {
+	client    *sentry.Client
+	scope     *sentry.Scope
+	inbox     *inbox.Inbox         // set when events stay local
+	transport *transport.Transport // set when events go to Sentry
+	users     *enrich.Verifier
+	report    proxy.Report
+}
+
+// toSentry says whether events leave the machine: a DSN is set, and this
+// is not development, unless sentry.debug asks for development too.
+func toSentry(cfg config.Config) bool {
+	return cfg.Sentry.DSN != "" && (cfg.Sentry.Environment != config.Development || cfg.Sentry.Debug)
+}
+
+// newReporting builds the client, its sink, the base scope and the token
+// verifier. ctx bounds background work (JWKS refresh).
+func newReporting(ctx context.Context, cfg config.Config, log *zap.Logger, reg prometheus.Registerer, hostname string) (*reporting, error) {
+	rp := &reporting{}
+	opts := sentry.ClientOptions{
+		Dsn:              cfg.Sentry.DSN,
+		Environment:      cfg.Sentry.Environment,
+		Release:          cfg.Sentry.Release, // explicit: else the SDK runs git describe
+		ServerName:       hostname,
+		SampleRate:       1.0,
+		EnableTracing:    true,
+		TracesSampleRate: *cfg.Sentry.TracesSampleRate,
+		SendDefaultPII:   false,
+		IgnoreErrors:     cfg.Sentry.IgnoreErrors,
+		BeforeSend: func(ev *sentry.Event, _ *sentry.EventHint) *sentry.Event {
+			return enrich.ScrubEvent(ev)
+		},
+		BeforeSendTransaction: func(ev *sentry.Event, _ *sentry.EventHint) *sentry.Event {
+			return enrich.ScrubEvent(ev)
+		},
+		// The transport counts what it drops in Prometheus; client reports
+		// would only be kept in memory by a custom transport.
+		DisableClientReports: true,
+		DisableMetrics:       true,
+		Integrations: func(in []sentry.Integration) []sentry.Integration {
+			out := in[:0]
+			for _, i := range in {
+				// SENTRY_TAGS_* would read the environment behind the
+				// config's back.
+				if i.Name() != "GlobalTags" {
+					out = append(out, i)
+				}
+			}
+			return out
+		},
+	}
+	if toSentry(cfg) {
+		tr, err := transport.New(transport.Options{
+			DSN:        cfg.Sentry.DSN,
+			Registerer: reg,
+			Log:        log.Named("sentry"),
+			UserAgent:  "sentry-sidecar/" + version,
+		})
+		if err != nil {
+			return nil, err
+		}
+		rp.transport, opts.Transport = tr, tr
+	} else {
+		ib, err := inbox.New(inbox.Options{Size: cfg.Inbox.Size, File: cfg.Inbox.File, Log: log.Named("inbox")})
+		if err != nil {
+			return nil, err
+		}
+		rp.inbox, opts.Transport = ib, ib
+		if opts.Dsn == "" {
+			opts.Dsn = inboxDSN
+		}
+	}
+	client, err := sentry.NewClient(opts)
+	if err != nil {
+		opts.Transport.Close()
+		return nil, fmt.Errorf("sentry client: %w", err)
+	}
+	client.SetSDKIdentifier("sentry.go.sidecar") // once, here: per request it races (sentry-go research §5.4)
+	rp.client = client
+
+	scope := sentry.NewScope()
+	scope.SetTag("sidecar", version)
+	scope.SetContext("app", sentry.Context{"name": cfg.App.Name, "version": cfg.App.Version, "debug_mode": cfg.App.Debug})
+	for name, c := range cfg.Sentry.Contexts {
+		scope.SetContext(name, sentry.Context(c))
+	}
+	rp.scope = scope
+
+	users, err := newVerifier(ctx, cfg.JWT, log)
+	if err != nil {
+		rp.close(0)
+		return nil, err
+	}
+	rp.users = users
+
+	var captures []proxy.StatusRange
+	for _, s := range cfg.Sentry.CaptureStatus {
+		lo, hi, _ := config.ParseStatusRange(s) // validated
+		captures = append(captures, proxy.StatusRange{Lo: lo, Hi: hi})
+	}
+	routes, err := enrich.NewRouter(routeTemplates(cfg), 4096)
+	if err != nil {
+		rp.close(0)
+		return nil, err
+	}
+	rp.report = proxy.Report{
+		Client:      client,
+		Scope:       scope,
+		Users:       users,
+		Cookie:      cfg.JWT.Cookie,
+		Trails:      enrich.NewTrails(cfg.Sentry.Trail.Size, cfg.Sentry.Trail.Users, cfg.Sentry.Trail.TTL.Std(), nil),
+		Routes:      routes,
+		Capture:     captures,
+		IgnorePaths: cfg.Sentry.IgnorePaths,
+		Throttle:    proxy.ThrottleConfig{Burst: cfg.Sentry.Throttle.Burst, Every: cfg.Sentry.Throttle.Every.Std()},
+	}
+	return rp, nil
+}
+
+// routeTemplates are the configured templates plus the paths of the
+// actions, which name routes too.
+func routeTemplates(cfg config.Config) []string {
+	out := append([]string(nil), cfg.Sentry.RouteTemplates...)
+	for _, a := range cfg.Actions {
+		if _, path, ok := strings.Cut(a.Route, " "); ok {
+			out = append(out, path)
+		}
+	}
+	return out
+}
+
+// newVerifier builds the token verifier from the jwt section: an HMAC
+// secret, a PEM public key, or a JWKS URL refreshed in the background.
+func newVerifier(ctx context.Context, cfg config.JWT, log *zap.Logger) (*enrich.Verifier, error) {
+	var keys enrich.Keys
+	switch {
+	case !cfg.Verify:
+	case cfg.Secret != "":
+		keys = enrich.HMACKeys([]byte(cfg.Secret))
+	case cfg.PublicKeyFile != "":
+		pem, err := os.ReadFile(cfg.PublicKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("jwt.public_key_file: %w", err)
+		}
+		if keys, err = enrich.PEMKeys(pem); err != nil {
+			return nil, fmt.Errorf("jwt.public_key_file %s: %w", cfg.PublicKeyFile, err)
+		}
+	case cfg.JWKSURL != "":
+		var err error
+		jwksLog := log.Named("jwks")
+		keys, err = enrich.JWKSKeys(ctx, cfg.JWKSURL, enrich.JWKSOptions{
+			OnError: func(err error) { jwksLog.Warn("fetch JWKS", zap.Error(err)) },
+		})
+		if err != nil {
+			return nil, fmt.Errorf("jwt.jwks_url: %w", err)
+		}
+	}
+	claims := enrich.Claims{
+		ID:       cfg.Claims["id"],
+		Username: cfg.Claims["username"],
+		Email:    cfg.Claims["email"],
+		Role:     cfg.Claims["role"],
+	}
+	leeway := cfg.Leeway.Std()
+	if leeway == 0 {
+		leeway = -1 // the Verifier reads 0 as its default; the config said none
+	}
+	return enrich.NewVerifier(enrich.VerifierOptions{Keys: keys, Verify: cfg.Verify, Claims: claims, Leeway: leeway}), nil
+}
+
+// close sends what is queued, bounded by timeout, then closes the client
+// and stops the JWKS refresh.
+func (rp *reporting) close(timeout time.Duration) {
+	if rp.client != nil {
+		if timeout > 0 {
+			rp.client.Flush(timeout)
+		}
+		rp.client.Close()
+	}
+	if rp.users != nil {
+		rp.users.Close()
+	}
+}
+
+// testEventMessage is the deliberate event of POST /test-event and
+// check -send-test-event, in the words of the seed's own test endpoint.
+const testEventMessage = "This is a deliberate test event from sentry-sidecar. If you see this in Sentry, the integration is working correctly!"
+
+// testEventResult is the answer of POST /test-event.
+type testEventResult struct {
+	EventID   string `json:"event_id"`
+	Sink      string `json:"sink"`
+	Delivered bool   `json:"delivered"`
+	Outcome   string `json:"outcome,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// sendTestEvent captures the test event and waits, at most timeout, to
+// learn whether the sink took it.
+func (rp *reporting) sendTestEvent(ctx context.Context, timeout time.Duration) testEventResult {
+	ev := sentry.NewEvent()
+	ev.Level = sentry.LevelError
+	ev.Message = testEventMessage
+	ev.Logger = "sentry-sidecar"
+	ev.Tags = map[string]string{"test": "true"}
+	ev.Fingerprint = []string{"sentry-sidecar-test-event"}
+	id := rp.client.CaptureEvent(ev, nil, proxy.EventScope(rp.scope, http.Header{}))
+	res := testEventResult{Sink: "inbox"}
+	if rp.transport != nil {
+		res.Sink = "sentry"
+	}
+	if id == nil {
+		res.Error = "the event was dropped before sending (sample rate or ignore_errors)"
+		return res
+	}
+	res.EventID = string(*id)
+	if rp.transport == nil {
+		res.Delivered = true
+		return res
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	outcome, err := rp.transport.Outcome(ctx, *id)
+	res.Outcome = string(outcome)
+	res.Delivered = err == nil && outcome == transport.OutcomeSent
+	if err != nil {
+		res.Error = err.Error()
+	}
+	return res
+}
+
+func (rp *reporting) testEventHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		res := rp.sendTestEvent(r.Context(), 10*time.Second)
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		if !res.Delivered {
+			w.WriteHeader(http.StatusBadGateway)
+		}
+		_ = json.NewEncoder(w).Encode(res)
+	})
+}
