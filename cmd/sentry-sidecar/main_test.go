@@ -147,9 +147,14 @@ func TestRunProxiesAndServesAdmin(t *testing.T) {
 		return code == http.StatusOK
 	}, 5*time.Second, 20*time.Millisecond, "readyz never turned 200")
 
+	// Metrics are recorded as the request ends, just after the client has
+	// its answer.
+	require.Eventually(t, func() bool {
+		_, body := mustGet(t, "http://"+s.admin+"/metrics")
+		return strings.Contains(body, `sidecar_requests_total{code="2xx",method="GET"} 1`)
+	}, 2*time.Second, 10*time.Millisecond)
 	code, body = mustGet(t, "http://"+s.admin+"/metrics")
 	assert.Equal(t, http.StatusOK, code)
-	assert.Contains(t, body, `sidecar_requests_total{code="2xx",method="GET"} 1`)
 	assert.Contains(t, body, "go_goroutines")
 
 	code, body = mustGet(t, "http://"+s.admin+"/sentry-info")

@@ -136,9 +136,10 @@ func TestConcurrentSends(t *testing.T) {
 	envs := srv.Envelopes()
 	require.Len(t, envs, 8)
 	assert.GreaterOrEqual(t, elapsed, 390*time.Millisecond)
-	// 2 x 200 ms plus slack for a loaded CI machine; one worker would need
-	// 1.6 s.
-	assert.Less(t, elapsed, 1200*time.Millisecond, "8 sends of 200 ms on 4 workers")
+	// 2 x 200 ms plus slack for a loaded machine; one worker would need
+	// 1.6 s. The race detector on a busy 2-CPU machine has stretched this
+	// past 1.6 s, so there the timeline below is the evidence.
+	assert.Less(t, elapsed, 1200*time.Millisecond*raceFactor, "8 sends of 200 ms on 4 workers")
 	// Load-proof evidence as well: the first four arrived before the first
 	// answer could have been given.
 	first := envs[0].ReceivedAt
@@ -165,7 +166,7 @@ func TestWorkersInFlight(t *testing.T) {
 	}
 }
 
-// TestKeepsConnectionsAlive: the own client keeps one connection per
+// TestKeepsConnectionsAlive: the own client keeps about one connection per
 // worker instead of dialling per envelope.
 func TestKeepsConnectionsAlive(t *testing.T) {
 	t.Parallel()
@@ -185,7 +186,10 @@ func TestKeepsConnectionsAlive(t *testing.T) {
 	}
 	require.True(t, tr.Flush(10*time.Second))
 	assert.Len(t, srv.Envelopes(), 100)
-	assert.LessOrEqual(t, dials.Load(), int32(4), "one connection per worker")
+	t.Logf("100 envelopes on 4 workers took %d connections", dials.Load())
+	// About one per worker; net/http may dial a spare when a worker asks for
+	// a connection a moment before its last one is back in the pool.
+	assert.LessOrEqual(t, dials.Load(), int32(8), "connections are kept alive, not dialled per envelope")
 }
 
 // TestRetryAfter: a 429 with Retry-After stops every category for that long
