@@ -97,7 +97,7 @@ func TestExampleConfigDocumentsEveryKey(t *testing.T) {
 }
 
 // TestExampleConfigIsValid: the example loads, validates and is what the
-// README says: the defaults, plus the example actions.
+// README says: the defaults, plus the examples of lists that default empty.
 func TestExampleConfigIsValid(t *testing.T) {
 	t.Parallel()
 	cfg, err := config.Load("../../config.example.yaml", envFrom(nil), "web-1")
@@ -105,6 +105,8 @@ func TestExampleConfigIsValid(t *testing.T) {
 	want := config.Default()
 	want.Resolve("web-1")
 	want.Actions = cfg.Actions
+	want.Sentry.TracesSampler = cfg.Sentry.TracesSampler
 	assert.Equal(t, want, cfg, "config.example.yaml must show the defaults")
 	assert.Len(t, cfg.Actions, 3)
+	assert.Len(t, cfg.Sentry.TracesSampler, 2)
 }

@@ -26,6 +26,7 @@ type Config struct {
 	Browser  Browser  `yaml:"browser"`
 	Inbox    Inbox    `yaml:"inbox"`
 	Actions  []Action `yaml:"actions"`
+	Metrics  Metrics  `yaml:"metrics"`
 	Log      Log      `yaml:"log"`
 }
 
@@ -97,6 +98,23 @@ type Sentry struct {
 	RouteTemplates []string `yaml:"route_templates"`
 	Throttle       Throttle `yaml:"throttle"`
 	Trail          Trail    `yaml:"trail"`
+	// TracesSampler overrides traces_sample_rate per route: the first rule
+	// whose route ("METHOD /template" or "/template") matches wins. A
+	// sampling decision in the browser's sentry-trace header wins over both.
+	TracesSampler []SampleRule `yaml:"traces_sampler"`
+}
+
+// SampleRule is a trace sample rate for one route.
+type SampleRule struct {
+	Route string  `yaml:"route"`
+	Rate  float64 `yaml:"rate"`
+}
+
+// Metrics bounds the Prometheus series the sidecar makes.
+type Metrics struct {
+	// MaxRoutes caps the distinct route templates in per-route series;
+	// past it, and for answers of 404, the route label is "other".
+	MaxRoutes int `yaml:"max_routes"`
 }
 
 // Throttle bounds the events of one fingerprint: Burst at once, then one
@@ -203,8 +221,9 @@ func Default() Config {
 				"/api/v1/apps/deploy",
 				"/api/v1/apps/{app_id}",
 			},
-			Throttle: Throttle{Burst: 5, Every: Duration(20 * time.Second)},
-			Trail:    Trail{Size: 20, Users: 10000, TTL: Duration(30 * time.Minute)},
+			Throttle:      Throttle{Burst: 5, Every: Duration(20 * time.Second)},
+			Trail:         Trail{Size: 20, Users: 10000, TTL: Duration(30 * time.Minute)},
+			TracesSampler: []SampleRule{},
 		},
 		JWT: JWT{
 			Verify: true,
@@ -219,6 +238,7 @@ func Default() Config {
 		Tunnel:  Tunnel{AllowedDSNs: []string{}},
 		Inbox:   Inbox{Size: 200},
 		Actions: []Action{},
+		Metrics: Metrics{MaxRoutes: 100},
 		Log:     Log{Level: "info"},
 	}
 }

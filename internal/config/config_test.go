@@ -689,8 +689,10 @@ func TestYAMLRoundTrip(t *testing.T) {
 					RouteTemplates: []string{"/api/v1/apps/{id}"},
 					Throttle:       Throttle{Burst: 2, Every: Duration(time.Minute)},
 					Trail:          Trail{Size: 5, Users: 100, TTL: Duration(time.Hour)},
+					TracesSampler:  []SampleRule{{Route: "GET /health", Rate: 0}, {Route: "/api/v1/apps/deploy", Rate: 1}},
 				},
-				Inbox: Inbox{Size: 10, File: "/tmp/inbox.jsonl"},
+				Inbox:   Inbox{Size: 10, File: "/tmp/inbox.jsonl"},
+				Metrics: Metrics{MaxRoutes: 7},
 				JWT: JWT{
 					Leeway:        Duration(5 * time.Second),
 					PublicKeyFile: keyFile,

@@ -191,6 +191,15 @@ func (c *Config) Validate() error {
 		key := fmt.Sprintf("actions[%d]", i)
 		if method, path, ok := strings.Cut(a.Route, " "); !ok || method == "" || strings.ToUpper(method) != method || !strings.HasPrefix(path, "/") {
 			add(key+".route", "must be \"METHOD /path\" (e.g. \"POST /api/v1/apps/deploy\"), got %q", a.Route)
+		} else if err := enrich.CheckTemplate(path); err != nil {
+			add(key+".route", "%v", err)
+		}
+		for j, f := range a.Fields {
+			if f == "" {
+				add(fmt.Sprintf("%s.fields[%d]", key, j), "must not be empty")
+			} else if enrich.SensitiveKey(f) {
+				add(fmt.Sprintf("%s.fields[%d]", key, j), "%q looks like a secret (deny-list: password, token, secret, auth, ...): it is never recorded", f)
+			}
 		}
 		if a.Name == "" {
 			add(key+".name", "must not be empty")
@@ -199,6 +208,26 @@ func (c *Config) Validate() error {
 		} else {
 			names[a.Name] = i
 		}
+	}
+
+	for i, r := range c.Sentry.TracesSampler {
+		key := fmt.Sprintf("sentry.traces_sampler[%d]", i)
+		path := r.Route
+		if method, p, ok := strings.Cut(r.Route, " "); ok {
+			if method == "" || strings.ToUpper(method) != method {
+				add(key+".route", "must be \"/path\" or \"METHOD /path\", got %q", r.Route)
+			}
+			path = p
+		}
+		if err := enrich.CheckTemplate(path); err != nil {
+			add(key+".route", "%v", err)
+		}
+		if r.Rate < 0 || r.Rate > 1 || r.Rate != r.Rate {
+			add(key+".rate", "must be from 0 to 1, got %v", r.Rate)
+		}
+	}
+	if c.Metrics.MaxRoutes < 1 {
+		add("metrics.max_routes", "must be at least 1, got %d", c.Metrics.MaxRoutes)
 	}
 
 	switch c.Log.Level {
