@@ -15,18 +15,18 @@ import (
 // The causes Relay names for a malformed envelope (relay-server/src/envelope,
 // EnvelopeError); a rejected request carries one of them in "causes".
 var (
-	// ErrMissingHeader: the body holds no envelope header at all.
+	// ErrMissingHeader means the body holds no envelope header at all.
 	ErrMissingHeader = errors.New("missing envelope header")
-	// ErrInvalidHeader: the envelope header is not a JSON object.
+	// ErrInvalidHeader means the envelope header is not a JSON object.
 	ErrInvalidHeader = errors.New("invalid envelope header")
-	// ErrInvalidItemHeader: an item header is not a JSON object with a
-	// string "type" and, if present, a non-negative integer "length".
+	// ErrInvalidItemHeader means an item header is not a JSON object with a
+	// string "type" and, if present, an integer "length" in 0..2^32-1.
 	ErrInvalidItemHeader = errors.New("invalid item header")
-	// ErrMissingNewline: a header or a length-prefixed payload is followed
-	// by something other than "\n" or the end of the body.
+	// ErrMissingNewline means a header or a length-prefixed payload is
+	// followed by something other than "\n" or the end of the body.
 	ErrMissingNewline = errors.New("missing newline after header or payload")
-	// ErrUnexpectedEOF: the body ends inside a length-prefixed payload, or
-	// only whitespace follows the last item.
+	// ErrUnexpectedEOF means the body ends inside a length-prefixed payload,
+	// or only whitespace follows the last item.
 	ErrUnexpectedEOF = errors.New("unexpected end of file")
 )
 

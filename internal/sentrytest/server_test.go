@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -66,12 +67,7 @@ func authHeader7(key string) http.Header {
 func eventEnvelope(message string) []byte {
 	payload := `{"event_id":"` + testEventID + `","message":"` + message + `"}`
 	return []byte(`{"event_id":"` + testEventID + `","sent_at":"2026-01-01T00:00:00Z"}` + "\n" +
-		`{"type":"event","length":` + itoa(len(payload)) + `}` + "\n" + payload + "\n")
-}
-
-func itoa(n int) string {
-	b, _ := json.Marshal(n)
-	return string(b)
+		`{"type":"event","length":` + strconv.Itoa(len(payload)) + `}` + "\n" + payload + "\n")
 }
 
 func TestServerAcceptsEnvelope(t *testing.T) {

@@ -50,8 +50,8 @@ func mustTransport(tb testing.TB, opts Options) (*Transport, *prometheus.Registr
 	return tr, reg
 }
 
-// counter reads sidecar_sentry_envelopes_total{category, outcome} from reg.
-func counter(tb testing.TB, reg prometheus.Gatherer, category string, outcome Outcome) float64 {
+// mustCounter reads sidecar_sentry_envelopes_total{category, outcome} from reg.
+func mustCounter(tb testing.TB, reg prometheus.Gatherer, category string, outcome Outcome) float64 {
 	tb.Helper()
 	families, err := reg.Gather()
 	if err != nil {

@@ -92,3 +92,20 @@ func TestLimits(t *testing.T) {
 	assert.Equal(t, now.Add(2*time.Minute), l.Until(CategoryTransaction))
 	assert.True(t, Limits(nil).Until(CategoryError).IsZero())
 }
+
+// FuzzParseRateLimits checks that no header from the network panics the
+// parser or yields a limit beyond the cap.
+func FuzzParseRateLimits(f *testing.F) {
+	for _, seed := range []string{"60:transaction:key, 2700:default;error;security:organization", "30::org", "2.5:error", "x:y:z", "1e400:error:key", ""} {
+		f.Add(seed, "30")
+	}
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, xsrl, retryAfter string) {
+		h := http.Header{"X-Sentry-Rate-Limits": {xsrl}, "Retry-After": {retryAfter}}
+		for c, until := range ParseRateLimits(http.StatusTooManyRequests, h, now) {
+			if until.Before(now) || until.After(now.Add(maxRetryAfter)) {
+				t.Fatalf("limit for %q ends %v, outside [now, now+%v]", c, until, maxRetryAfter)
+			}
+		}
+	})
+}

@@ -90,8 +90,8 @@ func TestDeliversThroughSentryGo(t *testing.T) {
 	assert.Equal(t, "x", trace["release"])
 
 	assert.Equal(t, Stats{Sent: 2, Limits: Limits{}}, tr.Stats())
-	assert.Equal(t, 1.0, counter(t, reg, CategoryError, OutcomeSent))
-	assert.Equal(t, 1.0, counter(t, reg, CategoryTransaction, OutcomeSent))
+	assert.Equal(t, 1.0, mustCounter(t, reg, CategoryError, OutcomeSent))
+	assert.Equal(t, 1.0, mustCounter(t, reg, CategoryTransaction, OutcomeSent))
 }
 
 func TestEnvelopeHeaderAndAuth(t *testing.T) {
@@ -217,8 +217,8 @@ func TestRetryAfter(t *testing.T) {
 	tr.SendEvent(newEvent("still limited"))
 	require.True(t, tr.Flush(5*time.Second))
 	assert.Equal(t, 1, srv.Requests(), "nothing sent while limited")
-	assert.Equal(t, 5.0, counter(t, reg, CategoryError, OutcomeRateLimited))
-	assert.Equal(t, 1.0, counter(t, reg, CategoryTransaction, OutcomeRateLimited))
+	assert.Equal(t, 5.0, mustCounter(t, reg, CategoryError, OutcomeRateLimited))
+	assert.Equal(t, 1.0, mustCounter(t, reg, CategoryTransaction, OutcomeRateLimited))
 
 	clock.Advance(2 * time.Second)
 	after := newEvent("after the limit")
@@ -226,7 +226,7 @@ func TestRetryAfter(t *testing.T) {
 	require.True(t, tr.Flush(5*time.Second))
 	assert.Len(t, srv.Events(), 1)
 	assert.Equal(t, "after the limit", srv.Events()[0]["message"])
-	assert.Equal(t, 1.0, counter(t, reg, CategoryError, OutcomeSent))
+	assert.Equal(t, 1.0, mustCounter(t, reg, CategoryError, OutcomeSent))
 	st := tr.Stats()
 	assert.Equal(t, uint64(6), st.RateLimited)
 	assert.Equal(t, uint64(1), st.Sent)
@@ -251,8 +251,8 @@ func TestCategoryRateLimits(t *testing.T) {
 
 	assert.Len(t, srv.Events(), 2)
 	assert.Empty(t, srv.Transactions())
-	assert.Equal(t, 2.0, counter(t, reg, CategoryError, OutcomeSent))
-	assert.Equal(t, 1.0, counter(t, reg, CategoryTransaction, OutcomeRateLimited))
+	assert.Equal(t, 2.0, mustCounter(t, reg, CategoryError, OutcomeSent))
+	assert.Equal(t, 1.0, mustCounter(t, reg, CategoryTransaction, OutcomeRateLimited))
 	assert.Equal(t, clock.Now().Add(60*time.Second), tr.Stats().Limits[CategoryTransaction])
 
 	clock.Advance(61 * time.Second)
@@ -289,7 +289,7 @@ func TestFailureOutcomes(t *testing.T) {
 			got, err := tr.Outcome(ctx, ev.EventID)
 			require.NoError(t, err)
 			assert.Equal(t, tc.outcome, got)
-			assert.Equal(t, 1.0, counter(t, reg, CategoryError, tc.outcome))
+			assert.Equal(t, 1.0, mustCounter(t, reg, CategoryError, tc.outcome))
 			assert.Empty(t, srv.Envelopes())
 		})
 	}
@@ -304,7 +304,7 @@ func TestRefusedConnectionFailsFast(t *testing.T) {
 	}
 	require.True(t, tr.Flush(2*time.Second))
 	assert.Less(t, time.Since(start), time.Second)
-	assert.Equal(t, 10.0, counter(t, reg, CategoryError, OutcomeFailed))
+	assert.Equal(t, 10.0, mustCounter(t, reg, CategoryError, OutcomeFailed))
 }
 
 // TestHangingSentry: a Sentry that accepts and never answers must not slow
@@ -394,7 +394,7 @@ func TestQueueFull(t *testing.T) {
 	got, err := tr.Outcome(context.Background(), dropped.EventID)
 	require.NoError(t, err)
 	assert.Equal(t, OutcomeQueueFull, got)
-	assert.Equal(t, 1.0, counter(t, reg, CategoryError, OutcomeQueueFull))
+	assert.Equal(t, 1.0, mustCounter(t, reg, CategoryError, OutcomeQueueFull))
 	assert.Equal(t, 2, tr.Stats().Queued)
 }
 
@@ -472,7 +472,7 @@ func TestMetricsRegistered(t *testing.T) {
 		"sidecar_sentry_queue_length":          1,
 		"sidecar_sentry_send_duration_seconds": 1,
 	}, got)
-	assert.Equal(t, 1.0, counter(t, reg, CategoryError, OutcomeSent))
+	assert.Equal(t, 1.0, mustCounter(t, reg, CategoryError, OutcomeSent))
 }
 
 func TestNewRejectsBadOptions(t *testing.T) {
