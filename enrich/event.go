@@ -38,11 +38,16 @@ type Exchange struct {
 
 	User  *User   // nil: anonymous
 	Trail []Crumb // the user's preceding requests, oldest first
+
+	Action string         // the configured action the request is, if any
+	Fields map[string]any // its allowed request fields
 }
 
 // Crumb returns this request as a trail entry.
 func (x *Exchange) Crumb() Crumb {
-	return NewCrumb(x.Time, x.Method, x.Path, x.RawQuery, x.Status, x.Duration)
+	c := NewCrumb(x.Time, x.Method, x.Path, x.RawQuery, x.Status, x.Duration)
+	c.Action, c.Fields = x.Action, x.Fields
+	return c
 }
 
 // NewCrumb is the trail entry of a request, its path and query scrubbed.
@@ -148,7 +153,8 @@ func (u *User) Sentry(ip string) sentry.User {
 	return su
 }
 
-// Breadcrumb returns c as Sentry's http breadcrumb.
+// Breadcrumb returns c as Sentry's http breadcrumb or, for an action, a
+// user_action breadcrumb ("app.deploy failed", with the allowed fields).
 func (c Crumb) Breadcrumb() *sentry.Breadcrumb {
 	level := sentry.LevelInfo
 	switch {
@@ -156,6 +162,18 @@ func (c Crumb) Breadcrumb() *sentry.Breadcrumb {
 		level = sentry.LevelError
 	case c.Status >= 400:
 		level = sentry.LevelWarning
+	}
+	if c.Action != "" {
+		msg := c.Action
+		if c.Status >= 400 {
+			msg += " failed"
+		}
+		data := make(map[string]any, len(c.Fields)+4)
+		for k, v := range c.Fields {
+			data[k] = v
+		}
+		data["method"], data["url"], data["status_code"], data["duration_ms"] = c.Method, c.URL, c.Status, ms(c.Duration)
+		return &sentry.Breadcrumb{Type: "user", Category: "user_action", Message: msg, Level: level, Data: data, Timestamp: c.Time}
 	}
 	return &sentry.Breadcrumb{
 		Type:     "http",

@@ -14,6 +14,10 @@ type Crumb struct {
 	URL      string // path and scrubbed query
 	Status   int
 	Duration time.Duration
+	// Action names the request when a configured action matched it; its
+	// breadcrumb is then a user_action with the allowed Fields.
+	Action string
+	Fields map[string]any
 }
 
 // Trails keeps the last requests of each user so an event on one request

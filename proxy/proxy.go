@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/getsentry/sentry-go"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -56,7 +57,9 @@ type Config struct {
 
 // RequestIDHeader carries the request's id to the upstream and back to the
 // client.
-const RequestIDHeader = "X-Request-ID"
+// It is written in canonical form so that Header.Get and Set do not
+// canonicalise it into a new string on every request.
+const RequestIDHeader = "X-Request-Id"
 
 // Proxy forwards requests to one upstream.
 type Proxy struct {
@@ -69,7 +72,10 @@ type Proxy struct {
 	now       func() time.Time
 
 	reportMetrics *reportMetrics
+	routeMetrics  *routeMetrics
 	throttle      *throttle
+	sampler       sampler
+	actions       actions
 
 	mu       sync.Mutex
 	upgraded map[*upgradedConn]struct{}
@@ -91,6 +97,15 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Proxy, error)
 	if err != nil {
 		return nil, fmt.Errorf("proxy: register metrics: %w", err)
 	}
+	if cfg.Report.MaxRoutes <= 0 {
+		cfg.Report.MaxRoutes = 100
+	}
+	// The proxy keeps its own copy: the action series are keyed by pointer.
+	cfg.Report.Actions = append([]Action(nil), cfg.Report.Actions...)
+	routes, err := newRouteMetrics(reg, cfg.Report.MaxRoutes, cfg.Report.Actions)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: register metrics: %w", err)
+	}
 	p := &Proxy{
 		cfg:       cfg,
 		transport: newTransport(cfg),
@@ -101,6 +116,9 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Proxy, error)
 		upgraded:  map[*upgradedConn]struct{}{},
 
 		reportMetrics: rm,
+		routeMetrics:  routes,
+		sampler:       newSampler(cfg.Report.TracesSampleRate, cfg.Report.TracesSampler, cfg.Report.Routes),
+		actions:       newActions(cfg.Report.Actions, cfg.Report.Routes),
 	}
 	p.throttle = newThrottle(cfg.Report.Throttle, func() time.Time { return p.now() })
 	p.rp = &httputil.ReverseProxy{
@@ -173,6 +191,20 @@ type reqState struct {
 	upstreamStatus int
 	contentType    string
 	tee            *teeBody // set when the answer will be reported
+
+	route  string         // the path's route template
+	action *Action        // the configured action of the route, if any
+	fields map[string]any // the action's allowed request fields
+	hub    *sentry.Hub    // set when the request is traced
+	tx     *sentry.Span   // its transaction
+	span   *sentry.Span   // its upstream call
+}
+
+func (st *reqState) clientIPString() string {
+	if !st.clientIP.IsValid() {
+		return ""
+	}
+	return st.clientIP.String()
 }
 
 type stateKey struct{}
@@ -186,10 +218,6 @@ func stateFrom(ctx context.Context) *reqState {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st := &reqState{id: requestID(r.Header.Get(RequestIDHeader)), start: p.now(), path: r.URL.Path}
 	st.clientIP, st.peerTrusted = p.trusted.clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"])
-	if r.Body != nil && r.Body != http.NoBody {
-		st.body = &bodyReader{rc: r.Body}
-		r.Body = st.body
-	}
 	if v := p.cfg.Report.Users; v != nil {
 		u, outcome := v.User(enrich.TokenFromRequest(r.Header, p.cfg.Report.Cookie))
 		p.reportMetrics.tokens[outcome].Inc()
@@ -198,8 +226,24 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			st.user = &st.userVal
 		}
 	}
+	rp := &p.cfg.Report
+	if rp.Routes != nil {
+		st.route = rp.Routes.Template(enrich.ScrubPath(st.path))
+		if st.action = p.actions.match(r.Method, st.route); st.action != nil {
+			st.fields, r.Body = peekFields(r, st.action)
+		}
+	} else {
+		st.route = enrich.ScrubPath(st.path)
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		st.body = &bodyReader{rc: r.Body}
+		r.Body = st.body
+	}
 	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
-	rec := &recorder{ResponseWriter: w, onHijack: p.trackUpgraded}
+	if rp.Client != nil && p.sampler.sampled(r.Header, r.Method, st.route) {
+		r = p.startTransaction(r, st)
+	}
+	rec := &recorder{ResponseWriter: w, proxy: p}
 
 	p.metrics.inFlight.Inc()
 	defer func() {
@@ -235,6 +279,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		dur := p.finish(r, rec, st, status)
 		p.report(r, st, status, dur)
+		if st.tx != nil {
+			finishTrace(st, status)
+		}
 		if v == http.ErrAbortHandler {
 			panic(v)
 		}
@@ -247,6 +294,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (p *Proxy) finish(r *http.Request, rec *recorder, st *reqState, status int) time.Duration {
 	dur := p.now().Sub(st.start)
 	p.metrics.observe(r.Method, status, dur.Seconds())
+	p.routeMetrics.observe(r.Method, st.route, status, dur.Seconds())
+	if st.action != nil {
+		p.routeMetrics.observeAction(st.action, status, st.errKind == KindClientClosed, clientClass(st.clientIP), dur.Seconds())
+	}
 	if st.errKind != "" {
 		p.metrics.upstream[st.errKind].Inc()
 	}
@@ -313,6 +364,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		pr.Out.Header.Set("X-Real-IP", st.clientIP.String())
 	}
 	pr.Out.Header.Set(RequestIDHeader, st.id)
+	if st.tx != nil {
+		p.traceUpstream(pr.Out, pr.In, st)
+	}
 }
 
 // stripUnderscoreForwarding removes X_Forwarded_For and its kin: servers
@@ -335,7 +389,12 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	st.upstreamDur = p.now().Sub(st.start)
 	st.upstreamStatus = res.StatusCode
 	res.Header.Set(RequestIDHeader, st.id)
-	if rp := &p.cfg.Report; rp.captures(res.StatusCode) && !rp.ignored(st.path) {
+	rp := &p.cfg.Report
+	captured := rp.captures(res.StatusCode) && !rp.ignored(st.path)
+	// A successful action without a user may be a login: keep the answer's
+	// start to learn who logged in.
+	login := st.action != nil && st.user == nil && rp.Trails != nil && res.StatusCode < 400
+	if captured || login {
 		st.contentType = res.Header.Get("Content-Type")
 		st.tee = &teeBody{ReadCloser: res.Body}
 		res.Body = st.tee

@@ -36,6 +36,16 @@ type Report struct {
 	IgnorePaths []string
 	// Throttle bounds the events of one fingerprint.
 	Throttle ThrottleConfig
+
+	// TracesSampleRate is the share of requests traced when neither the
+	// caller's sentry-trace nor a rule decides; 0 traces nothing.
+	TracesSampleRate float64
+	// TracesSampler are per-route rates, first match wins.
+	TracesSampler []SampleRule
+	// Actions name routes as user actions for breadcrumbs and metrics.
+	Actions []Action
+	// MaxRoutes caps the route templates in per-route series; 0 means 100.
+	MaxRoutes int
 }
 
 // StatusRange is an inclusive range of HTTP statuses.
@@ -152,7 +162,7 @@ func (p *Proxy) report(r *http.Request, st *reqState, status int, dur time.Durat
 	kind := ""
 	switch {
 	case rp.Client == nil:
-	case st.tee != nil:
+	case st.tee != nil && rp.captures(st.upstreamStatus):
 		kind, status = eventUpstream, st.upstreamStatus
 	case st.errKind != "" && st.errKind != KindClientClosed:
 		kind = eventProxyError // refused, timeout, or an answer cut mid-body
@@ -161,8 +171,19 @@ func (p *Proxy) report(r *http.Request, st *reqState, status int, dur time.Durat
 		kind = ""
 	}
 	if kind == "" {
-		if rp.Trails != nil && user != "" {
-			rp.Trails.Add(user, crumbOf(r, st, status, dur))
+		if rp.Trails == nil {
+			return
+		}
+		if user == "" && st.action != nil && st.tee != nil && status < 400 {
+			// A login: the answer names who logged in.
+			if u, ok := loginUser(st.tee.buf, rp.Users); ok {
+				user = u.ID
+			}
+		}
+		if user != "" {
+			c := enrich.NewCrumb(st.start, r.Method, r.URL.Path, r.URL.RawQuery, status, dur)
+			c.Action, c.Fields = p.actionOf(st)
+			rp.Trails.Add(user, c)
 		}
 		return
 	}
@@ -191,6 +212,7 @@ func (p *Proxy) report(r *http.Request, st *reqState, status int, dur time.Durat
 	if st.tee != nil {
 		x.Body, x.ContentType = st.tee.buf, st.contentType
 	}
+	x.Action, x.Fields = p.actionOf(st)
 	if rp.Trails != nil {
 		x.Trail = rp.Trails.Trail(user, nil)
 		rp.Trails.Add(user, x.Crumb())
@@ -210,7 +232,21 @@ func (p *Proxy) report(r *http.Request, st *reqState, status int, dur time.Durat
 		ev.Contexts["throttle"] = sentry.Context{"suppressed_since_last_event": suppressed}
 	}
 	p.reportMetrics.events[kind]["captured"].Inc()
+	if st.hub != nil {
+		// Traced: the request's own scope, whose span links the event to
+		// the transaction.
+		st.hub.Client().CaptureEvent(ev, &sentry.EventHint{Context: r.Context()}, st.hub.Scope())
+		return
+	}
 	rp.Client.CaptureEvent(ev, &sentry.EventHint{Context: r.Context()}, EventScope(rp.Scope, r.Header))
+}
+
+// actionOf is the action name and recorded fields of a request, if any.
+func (p *Proxy) actionOf(st *reqState) (string, map[string]any) {
+	if st.action == nil {
+		return "", nil
+	}
+	return st.action.Name, st.fields
 }
 
 // EventScope is the scope one event is captured with: base (the tags and
@@ -231,11 +267,6 @@ func EventScope(base *sentry.Scope, h http.Header) *sentry.Scope {
 	}
 	scope.SetPropagationContext(pc)
 	return scope
-}
-
-// crumbOf is the trail entry of a request that is not reported.
-func crumbOf(r *http.Request, st *reqState, status int, dur time.Duration) enrich.Crumb {
-	return enrich.NewCrumb(st.start, r.Method, r.URL.Path, r.URL.RawQuery, status, dur)
 }
 
 // scheme is the scheme the client used: TLS on our listener, or what a

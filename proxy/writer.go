@@ -16,7 +16,7 @@ type recorder struct {
 	status   int
 	bytes    int64
 	writeErr error
-	onHijack func(net.Conn) net.Conn
+	proxy    *Proxy // tracks upgraded connections; nil in tests of the writer alone
 }
 
 var (
@@ -61,8 +61,8 @@ func (w *recorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.status = http.StatusSwitchingProtocols
-	if w.onHijack != nil {
-		conn = w.onHijack(conn)
+	if w.proxy != nil {
+		conn = w.proxy.trackUpgraded(conn)
 	}
 	return conn, brw, nil
 }

@@ -53,7 +53,10 @@ func newReporting(ctx context.Context, cfg config.Config, log *zap.Logger, reg p
 		EnableTracing:    true,
 		TracesSampleRate: *cfg.Sentry.TracesSampleRate,
 		SendDefaultPII:   false,
-		IgnoreErrors:     cfg.Sentry.IgnoreErrors,
+		// Every transaction, 404s included: the SDK drops those by default,
+		// and the sidecar's routes are someone else's.
+		TraceIgnoreStatusCodes: [][]int{},
+		IgnoreErrors:           cfg.Sentry.IgnoreErrors,
 		BeforeSend: func(ev *sentry.Event, _ *sentry.EventHint) *sentry.Event {
 			return enrich.ScrubEvent(ev)
 		},
@@ -140,6 +143,20 @@ func newReporting(ctx context.Context, cfg config.Config, log *zap.Logger, reg p
 		Capture:     captures,
 		IgnorePaths: cfg.Sentry.IgnorePaths,
 		Throttle:    proxy.ThrottleConfig{Burst: cfg.Sentry.Throttle.Burst, Every: cfg.Sentry.Throttle.Every.Std()},
+
+		TracesSampleRate: *cfg.Sentry.TracesSampleRate,
+		MaxRoutes:        cfg.Metrics.MaxRoutes,
+	}
+	for _, r := range cfg.Sentry.TracesSampler {
+		rule := proxy.SampleRule{Route: r.Route, Rate: r.Rate}
+		if method, path, ok := strings.Cut(r.Route, " "); ok {
+			rule.Method, rule.Route = method, path
+		}
+		rp.report.TracesSampler = append(rp.report.TracesSampler, rule)
+	}
+	for _, a := range cfg.Actions {
+		method, path, _ := strings.Cut(a.Route, " ") // validated
+		rp.report.Actions = append(rp.report.Actions, proxy.Action{Method: method, Route: path, Name: a.Name, Fields: a.Fields})
 	}
 	return rp, nil
 }
