@@ -59,7 +59,7 @@ func ScrubQuery(raw string) string {
 		if i >= 0 {
 			pair = rest[:i]
 		}
-		if k, _, ok := strings.Cut(pair, "="); ok && sensitiveParam(k) {
+		if k, v, ok := strings.Cut(pair, "="); ok && (sensitiveParam(k) || looksLikeJWT(v)) {
 			b.WriteString(k)
 			b.WriteString("=" + Filtered)
 		} else {
@@ -81,7 +81,7 @@ func anySensitiveParam(raw string) bool {
 		} else {
 			rest = ""
 		}
-		if k, _, ok := strings.Cut(pair, "="); ok && sensitiveParam(k) {
+		if k, v, ok := strings.Cut(pair, "="); ok && (sensitiveParam(k) || looksLikeJWT(v)) {
 			return true
 		}
 	}
@@ -90,19 +90,40 @@ func anySensitiveParam(raw string) bool {
 
 // ScrubPath filters the values of sensitive matrix parameters in a path
 // ("/settings;secret=x" keeps "/settings;secret=[Filtered]"): servers that
-// read them would take a secret from there as from a query. A path without
-// ";" is returned as it is, without allocating.
+// read them would take a secret from there as from a query. A segment that
+// is a JWT becomes [Filtered] too. A path with neither is returned as it
+// is, without allocating.
 func ScrubPath(path string) string {
-	if strings.IndexByte(path, ';') < 0 {
+	if strings.IndexByte(path, ';') < 0 && !strings.Contains(path, "eyJ") {
 		return path
 	}
 	segs := strings.Split(path, "/")
 	for i, seg := range segs {
-		if head, params, ok := strings.Cut(seg, ";"); ok {
-			segs[i] = head + ";" + ScrubQuery(params)
+		head, params, ok := strings.Cut(seg, ";")
+		if looksLikeJWT(head) {
+			head = Filtered
 		}
+		if ok {
+			head += ";" + ScrubQuery(params)
+		}
+		segs[i] = head
 	}
 	return strings.Join(segs, "/")
+}
+
+// looksLikeJWT reports whether a query value or path segment is a token
+// (a bearer JWT in a share link, a callback URL) whatever its name: the
+// token never leaves, even under a harmless key. "eyJ" is base64 of `{"`,
+// how every JWT starts; the check costs nothing for anything else.
+func looksLikeJWT(v string) bool {
+	i := strings.Index(v, "eyJ")
+	if i < 0 {
+		return false
+	}
+	if u, err := url.QueryUnescape(v); err == nil {
+		v = u
+	}
+	return jwtRE.MatchString(v)
 }
 
 // sensitiveParam matches the decoded key, so "%74oken" hides as "token".
@@ -275,7 +296,7 @@ func ScrubEvent(ev *sentry.Event) *sentry.Event {
 		}
 	}
 	for name, c := range ev.Contexts {
-		if name == "trace" {
+		if name == "trace" || name == DSCContext {
 			continue // ids and the sampling context: nothing secret, and Sentry needs them intact
 		}
 		ScrubJSON(map[string]any(c))

@@ -40,6 +40,9 @@ func TestScrubQuery(t *testing.T) {
 		{"trailing ampersand kept", "a=1&token=x&", "a=1&token=[Filtered]&"},
 		{"value containing =", "secret=a=b", "secret=[Filtered]"},
 		{"semicolon separator", "a=1;token=abc;b=2&password=x", "a=1;token=[Filtered];b=2&password=[Filtered]"},
+		{"jwt under a harmless key", "t=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln&page=2", "t=[Filtered]&page=2"},
+		{"escaped jwt in a callback", "next=%2Fcb%3Ft%3DeyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", "next=[Filtered]"},
+		{"eyJ alone is no token", "q=eyJ", "q=eyJ"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -48,6 +51,24 @@ func TestScrubQuery(t *testing.T) {
 				t.Errorf("ScrubQuery(%q) = %q, want %q", tc.raw, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestScrubPath(t *testing.T) {
+	const jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+	for _, tc := range []struct{ in, want string }{
+		{"/api/v1/apps", "/api/v1/apps"},
+		{"/settings;secret=x;a=1", "/settings;secret=[Filtered];a=1"},
+		{"/share/" + jwt, "/share/[Filtered]"},
+		{"/share/" + jwt + ";v=1/x", "/share/[Filtered];v=1/x"},
+		{"/eyJ/ok", "/eyJ/ok"},
+	} {
+		if got := ScrubPath(tc.in); got != tc.want {
+			t.Errorf("ScrubPath(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { ScrubPath("/api/v1/apps/nginx-mysite/status") }); n != 0 {
+		t.Errorf("a clean path allocates %v times", n)
 	}
 }
 

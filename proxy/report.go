@@ -234,7 +234,11 @@ func (p *Proxy) report(r *http.Request, st *reqState, status int, dur time.Durat
 	p.reportMetrics.events[kind]["captured"].Inc()
 	if st.hub != nil {
 		// Traced: the request's own scope, whose span links the event to
-		// the transaction.
+		// the transaction, and the trace's sampling context for the
+		// envelope (see enrich.DSCContext).
+		if dsc := st.dsc(); dsc != nil {
+			ev.Contexts[enrich.DSCContext] = dsc
+		}
 		st.hub.Client().CaptureEvent(ev, &sentry.EventHint{Context: r.Context()}, st.hub.Scope())
 		return
 	}

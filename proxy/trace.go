@@ -147,5 +147,14 @@ func finishTrace(st *reqState, status int) {
 	}
 	st.tx.Status = sentry.HTTPtoSpanStatus(status)
 	st.tx.SetData("http.response.status_code", status)
+	if dsc := st.dsc(); dsc != nil {
+		st.tx.SetContext(enrich.DSCContext, dsc)
+	}
 	st.tx.Finish()
+}
+
+// dsc is the traced request's dynamic sampling context, from the root
+// transaction: the caller's, frozen, when it continued a trace.
+func (st *reqState) dsc() sentry.Context {
+	return enrich.DSCFromBaggage(st.tx.ToBaggage())
 }

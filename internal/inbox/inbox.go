@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/getsentry/sentry-go"
+	"github.com/sentry-sidecar/sentry-sidecar/enrich"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 )
@@ -147,6 +148,7 @@ func (i *Inbox) SendEvent(ev *sentry.Event) {
 	if ev == nil {
 		return
 	}
+	enrich.TakeDSC(ev) // envelope header material, not part of the event Sentry stores
 	raw, err := json.Marshal(ev)
 	if err != nil {
 		// Sentry would not have received it either (the SDK's transport

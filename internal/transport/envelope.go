@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/getsentry/sentry-go"
+
+	"github.com/sentry-sidecar/sentry-sidecar/enrich"
 )
 
 // Item types and content types sentry-go gives these event kinds
@@ -87,6 +89,7 @@ func newJob(ev *sentry.Event, dsn string, fallback sdkInfo) (j *job, err error) 
 			j, err = nil, fmt.Errorf("encode event %s: panic: %v", ev.EventID, r)
 		}
 	}()
+	stashed := enrich.TakeDSC(ev) // before encoding: it is no part of the event
 	payload, err := json.Marshal(ev)
 	if err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", ev.EventID, err)
@@ -125,6 +128,9 @@ func newJob(ev *sentry.Event, dsn string, fallback sdkInfo) (j *job, err error) 
 		sdk = fallback
 	}
 	trace := ev.GetDynamicSamplingContext() // a copy; the event's sdkMetaData is unexported
+	if stashed != nil {
+		trace = stashed // the caller's frozen context (enrich.DSCContext)
+	}
 	if len(trace) == 0 {
 		trace = nil
 	}

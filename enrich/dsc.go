@@ -1,0 +1,45 @@
+package enrich
+
+import "github.com/getsentry/sentry-go"
+
+// DSCContext is the event context that carries a traced request's dynamic
+// sampling context from the proxy to the transport, which moves it into the
+// envelope's trace header and drops it from the event.
+//
+// sentry-go v0.46.2 rebuilds the envelope's sampling context from the
+// client's own DSN for every event whose scope has a span
+// (DynamicSamplingContextFromTransaction), which replaces the browser's
+// frozen one: Sentry would then judge a continued trace as if the sidecar
+// had started it. The root transaction's baggage still holds the right one.
+const DSCContext = "sentry_sidecar.dsc"
+
+// DSCFromBaggage is the Sentry members of a baggage header as the context
+// to stash under DSCContext, or nil when it has none.
+func DSCFromBaggage(baggage string) sentry.Context {
+	dsc, err := sentry.DynamicSamplingContextFromHeader([]byte(baggage))
+	if err != nil || !dsc.HasEntries() {
+		return nil
+	}
+	c := make(sentry.Context, len(dsc.Entries))
+	for k, v := range dsc.Entries {
+		c[k] = v
+	}
+	return c
+}
+
+// TakeDSC removes the stashed sampling context from ev and returns it, or
+// nil when there is none.
+func TakeDSC(ev *sentry.Event) map[string]string {
+	c, ok := ev.Contexts[DSCContext]
+	if !ok {
+		return nil
+	}
+	delete(ev.Contexts, DSCContext)
+	out := make(map[string]string, len(c))
+	for k, v := range c {
+		if s, ok := v.(string); ok {
+			out[k] = s
+		}
+	}
+	return out
+}
