@@ -192,6 +192,8 @@ type reqState struct {
 	contentType    string
 	tee            *teeBody // set when the answer will be reported
 
+	ip     string         // clientIP as text, see ipString
+	rec    recorder       // the response writer, kept here to save an allocation
 	route  string         // the path's route template
 	action *Action        // the configured action of the route, if any
 	fields map[string]any // the action's allowed request fields
@@ -200,11 +202,20 @@ type reqState struct {
 	span   *sentry.Span   // its upstream call
 }
 
-func (st *reqState) clientIPString() string {
-	if !st.clientIP.IsValid() {
-		return ""
+// ipString is the client address as text, made once per request. When the
+// peer is the client, it is the host part of RemoteAddr, which costs no
+// allocation.
+func (st *reqState) ipString(remoteAddr string) string {
+	if st.ip != "" || !st.clientIP.IsValid() {
+		return st.ip
 	}
-	return st.clientIP.String()
+	if host, _, err := net.SplitHostPort(remoteAddr); err == nil && !st.peerTrusted &&
+		(st.clientIP.Is6() || !strings.Contains(host, ":")) {
+		st.ip = host
+	} else {
+		st.ip = st.clientIP.String()
+	}
+	return st.ip
 }
 
 type stateKey struct{}
@@ -243,7 +254,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rp.Client != nil && p.sampler.sampled(r.Header, r.Method, st.route) {
 		r = p.startTransaction(r, st)
 	}
-	rec := &recorder{ResponseWriter: w, proxy: p}
+	st.rec = recorder{ResponseWriter: w, proxy: p}
+	rec := &st.rec
 
 	p.metrics.inFlight.Inc()
 	defer func() {
@@ -318,7 +330,7 @@ func (p *Proxy) finish(r *http.Request, rec *recorder, st *reqState, status int)
 		zap.Int64("bytes", rec.bytes),
 		zap.Duration("duration", dur),
 		zap.Duration("upstream_duration", st.upstreamDur),
-		zap.String("client_ip", st.clientIP.String()),
+		zap.String("client_ip", st.ipString(r.RemoteAddr)),
 	)
 	if st.body != nil {
 		fields = append(fields, zap.Int64("bytes_read", st.body.n.Load()))
@@ -359,9 +371,9 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	// ReverseProxy strips only Forwarded and X-Forwarded-*: without this
 	// Del, a peer with no address (a Unix socket) would pass the client's
 	// own X-Real-IP on as the sidecar's.
-	pr.Out.Header.Del("X-Real-IP")
-	if st.clientIP.IsValid() {
-		pr.Out.Header.Set("X-Real-IP", st.clientIP.String())
+	pr.Out.Header.Del("X-Real-Ip") // canonical keys: no new string per request
+	if ip := st.ipString(pr.In.RemoteAddr); ip != "" {
+		pr.Out.Header.Set("X-Real-Ip", ip)
 	}
 	pr.Out.Header.Set(RequestIDHeader, st.id)
 	if st.tx != nil {

@@ -197,7 +197,7 @@ func (p *Proxy) report(r *http.Request, st *reqState, status int, dur time.Durat
 		RawQuery:    r.URL.RawQuery,
 		Header:      r.Header,
 		Route:       rp.route(enrich.ScrubPath(r.URL.Path)),
-		ClientIP:    st.clientIP.String(),
+		ClientIP:    st.ipString(r.RemoteAddr),
 		RequestID:   st.id,
 		Upstream:    p.cfg.Upstream.Host,
 		Status:      status,
@@ -205,9 +205,6 @@ func (p *Proxy) report(r *http.Request, st *reqState, status int, dur time.Durat
 		UpstreamDur: st.upstreamDur,
 		ErrorKind:   st.errKind,
 		User:        st.user,
-	}
-	if !st.clientIP.IsValid() {
-		x.ClientIP = ""
 	}
 	if st.tee != nil {
 		x.Body, x.ContentType = st.tee.buf, st.contentType

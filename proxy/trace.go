@@ -79,7 +79,7 @@ func (p *Proxy) startTransaction(r *http.Request, st *reqState) *http.Request {
 	}
 	hub := sentry.NewHub(rp.Client, scope)
 	if st.user != nil {
-		scope.SetUser(st.user.Sentry(st.clientIPString()))
+		scope.SetUser(st.user.Sentry(st.ipString(r.RemoteAddr)))
 	}
 	// The request for the transaction, without its body: Scope.SetRequest
 	// would copy up to 10 KiB of it into the event (sentry-go research
