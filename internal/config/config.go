@@ -7,6 +7,8 @@
 package config
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -157,11 +159,39 @@ type Tunnel struct {
 	Path        string   `yaml:"path" env:"SIDECAR_TUNNEL_PATH"`
 	DSN         string   `yaml:"dsn" env:"SENTRY_BROWSER_DSN"`
 	AllowedDSNs []string `yaml:"allowed_dsns"`
+	// AllowedOrigins may post cross-origin (CORS); same origin needs none.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// SetUser gives event items the user of the request's verified token.
+	SetUser bool `yaml:"set_user"`
+	// Scrub filters event and transaction items like server events.
+	Scrub  bool         `yaml:"scrub"`
+	Limits TunnelLimits `yaml:"limits"`
+	// ClientRate bounds envelopes per client IP: Burst at once, then one
+	// per Every. Burst 0 turns it off.
+	ClientRate Throttle `yaml:"client_rate"`
+	// Timeout bounds the call to Sentry.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// TunnelLimits bound what the tunnel accepts (Relay's defaults scaled to a
+// sidecar). Sizes are bytes, or text like "20MiB".
+type TunnelLimits struct {
+	Body         Size `yaml:"body"`
+	Decompressed Size `yaml:"decompressed"`
+	Event        Size `yaml:"event"`
+	Replay       Size `yaml:"replay"`
+	Attachment   Size `yaml:"attachment"`
+	Session      Size `yaml:"session"`
+	Items        int  `yaml:"items"`
 }
 
 // Browser serves the browser SDK's configuration.
 type Browser struct {
 	ConfigPath string `yaml:"config_path"`
+	// ReplaysSessionSampleRate and ReplaysOnErrorSampleRate go to the
+	// browser SDK as they are (Proximity's values by default).
+	ReplaysSessionSampleRate float64 `yaml:"replays_session_sample_rate"`
+	ReplaysOnErrorSampleRate float64 `yaml:"replays_on_error_sample_rate"`
 }
 
 // Action names a route template as a user action.
@@ -235,7 +265,24 @@ func Default() Config {
 				"role":     {"role"},
 			},
 		},
-		Tunnel:  Tunnel{AllowedDSNs: []string{}},
+		Tunnel: Tunnel{
+			AllowedDSNs:    []string{},
+			AllowedOrigins: []string{},
+			SetUser:        true,
+			Scrub:          true,
+			Limits: TunnelLimits{
+				Body:         20 << 20,
+				Decompressed: 100 << 20,
+				Event:        1 << 20,
+				Replay:       10 << 20,
+				Attachment:   20 << 20,
+				Session:      100 << 10,
+				Items:        100,
+			},
+			ClientRate: Throttle{Burst: 100, Every: Duration(100 * time.Millisecond)},
+			Timeout:    Duration(10 * time.Second),
+		},
+		Browser: Browser{ReplaysSessionSampleRate: 0.1, ReplaysOnErrorSampleRate: 1.0},
 		Inbox:   Inbox{Size: 200},
 		Actions: []Action{},
 		Metrics: Metrics{MaxRoutes: 100},
@@ -298,5 +345,43 @@ func (d *Duration) UnmarshalText(b []byte) error {
 		return err
 	}
 	*d = Duration(v)
+	return nil
+}
+
+// Size is a number of bytes, written as 1048576 or "1MiB" (KiB, MiB, GiB;
+// KB, MB, GB are taken as the same binary units, which is what people mean
+// in config files).
+type Size int64
+
+// MarshalText writes s in the largest whole binary unit.
+func (s Size) MarshalText() ([]byte, error) {
+	for _, u := range []struct {
+		name string
+		n    int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if s != 0 && int64(s)%u.n == 0 {
+			return []byte(strconv.FormatInt(int64(s)/u.n, 10) + u.name), nil
+		}
+	}
+	return []byte(strconv.FormatInt(int64(s), 10)), nil
+}
+
+// UnmarshalText reads "20MiB", "100 KiB", "512" or "1GB".
+func (s *Size) UnmarshalText(b []byte) error {
+	t := strings.TrimSpace(string(b))
+	num := strings.TrimRightFunc(t, func(r rune) bool { return r < '0' || r > '9' })
+	unit := strings.ToLower(strings.TrimSpace(t[len(num):]))
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%q is not a size like 20MiB", t)
+	}
+	mult := map[string]int64{"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}[unit]
+	if mult == 0 {
+		return fmt.Errorf("%q has an unknown unit (want KiB, MiB or GiB)", t)
+	}
+	if n > (1<<62)/mult {
+		return fmt.Errorf("%q is too large", t)
+	}
+	*s = Size(n * mult)
 	return nil
 }

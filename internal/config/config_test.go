@@ -708,8 +708,16 @@ func TestYAMLRoundTrip(t *testing.T) {
 						"role":     {"role", "scope"},
 					},
 				},
-				Tunnel:  Tunnel{Path: "/api/v1/envelope", AllowedDSNs: []string{}},
-				Browser: Browser{ConfigPath: "/sentry-browser-config.js"},
+				Tunnel: Tunnel{
+					Path:           "/api/v1/envelope",
+					AllowedDSNs:    []string{},
+					AllowedOrigins: []string{"https://app.example.com"},
+					Scrub:          true,
+					Limits:         TunnelLimits{Body: 1 << 20, Decompressed: 3 << 20, Event: 100 << 10, Replay: 1500, Attachment: 2 << 30, Session: 1, Items: 5},
+					ClientRate:     Throttle{Burst: 7, Every: Duration(time.Second)},
+					Timeout:        Duration(3 * time.Second),
+				},
+				Browser: Browser{ConfigPath: "/sentry-browser-config.js", ReplaysSessionSampleRate: 0.5, ReplaysOnErrorSampleRate: 0.25},
 				Actions: []Action{
 					{Route: "POST /api/v1/apps/deploy", Name: "app.deploy", Fields: []string{"catalog_id", "hostname"}},
 					{Route: "DELETE /api/v1/apps/{id}", Name: "app.delete", Fields: []string{}},

@@ -178,6 +178,40 @@ func (c *Config) Validate() error {
 	for i, d := range c.Tunnel.AllowedDSNs {
 		checkDSN(fmt.Sprintf("tunnel.allowed_dsns[%d]", i), d)
 	}
+	for i, o := range c.Tunnel.AllowedOrigins {
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			add(fmt.Sprintf("tunnel.allowed_origins[%d]", i), "must be an origin like https://app.example.com, got %q", o)
+		}
+	}
+	l := c.Tunnel.Limits
+	for _, lim := range []struct {
+		key string
+		v   Size
+	}{{"body", l.Body}, {"decompressed", l.Decompressed}, {"event", l.Event}, {"replay", l.Replay}, {"attachment", l.Attachment}, {"session", l.Session}} {
+		if lim.v <= 0 {
+			add("tunnel.limits."+lim.key, "must be a positive size, got %d", lim.v)
+		}
+	}
+	if l.Decompressed < l.Body {
+		add("tunnel.limits.decompressed", "must be at least tunnel.limits.body")
+	}
+	if l.Items < 1 {
+		add("tunnel.limits.items", "must be at least 1, got %d", l.Items)
+	}
+	if c.Tunnel.ClientRate.Burst < 0 {
+		add("tunnel.client_rate.burst", "must not be negative (0 turns it off), got %d", c.Tunnel.ClientRate.Burst)
+	} else if c.Tunnel.ClientRate.Burst > 0 {
+		positive("tunnel.client_rate.every", c.Tunnel.ClientRate.Every)
+	}
+	positive("tunnel.timeout", c.Tunnel.Timeout)
+	for _, r := range []struct {
+		key string
+		v   float64
+	}{{"browser.replays_session_sample_rate", c.Browser.ReplaysSessionSampleRate}, {"browser.replays_on_error_sample_rate", c.Browser.ReplaysOnErrorSampleRate}} {
+		if r.v < 0 || r.v > 1 || r.v != r.v {
+			add(r.key, "must be from 0 to 1, got %v", r.v)
+		}
+	}
 	if p := c.Browser.ConfigPath; p != "" {
 		if !strings.HasPrefix(p, "/") {
 			add("browser.config_path", "must start with /, got %q", p)
