@@ -238,6 +238,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rp := &p.cfg.Report
+	rp.mapPublicKey(r.Header)
 	if rp.Routes != nil {
 		st.route = rp.Routes.Template(enrich.ScrubPath(st.path))
 		if st.action = p.actions.match(r.Method, st.route); st.action != nil {

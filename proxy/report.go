@@ -46,6 +46,12 @@ type Report struct {
 	Actions []Action
 	// MaxRoutes caps the route templates in per-route series; 0 means 100.
 	MaxRoutes int
+	// PublicKeys maps the public key of the placeholder DSN the browser
+	// config hands out to the real browser project's key. Pages send it in
+	// the sentry-public_key member of their baggage; the trace the sidecar
+	// continues and the baggage the API gets carry the real one, so Sentry
+	// sees one consistent trace head.
+	PublicKeys map[string]string
 }
 
 // StatusRange is an inclusive range of HTTP statuses.
@@ -359,5 +365,32 @@ func (t *throttle) forgetIdle(now time.Time) {
 	}
 	if len(t.buckets) >= maxBuckets {
 		clear(t.buckets) // everything is busy: a flood of distinct failures
+	}
+}
+
+// mapPublicKey rewrites the sentry-public_key member of the request's
+// baggage when it names a placeholder key. Baggage without one is left as
+// it is, without allocating.
+func (r *Report) mapPublicKey(h http.Header) {
+	if len(r.PublicKeys) == 0 {
+		return
+	}
+	values := h["Baggage"]
+	for i, v := range values {
+		const member = "sentry-public_key="
+		j := strings.Index(v, member)
+		if j < 0 {
+			continue
+		}
+		start := j + len(member)
+		end := strings.IndexAny(v[start:], ",;")
+		if end < 0 {
+			end = len(v)
+		} else {
+			end += start
+		}
+		if real, ok := r.PublicKeys[strings.TrimSpace(v[start:end])]; ok {
+			values[i] = v[:start] + real + v[end:]
+		}
 	}
 }

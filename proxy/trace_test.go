@@ -207,3 +207,19 @@ func BenchmarkSampledDecisionUnsampled(b *testing.B) {
 		s.sampled(h, "GET", "/api/v1/apps")
 	}
 }
+
+func TestPlaceholderKeyMappedInBaggage(t *testing.T) {
+	r := &Report{PublicKeys: map[string]string{"placeholder": "realkey"}}
+	for _, tc := range []struct{ in, want string }{
+		{"sentry-trace_id=abc,sentry-public_key=placeholder,other=1", "sentry-trace_id=abc,sentry-public_key=realkey,other=1"},
+		{"sentry-public_key=placeholder", "sentry-public_key=realkey"},
+		{"sentry-public_key=someoneelse,x=1", "sentry-public_key=someoneelse,x=1"},
+		{"other=1", "other=1"},
+	} {
+		h := http.Header{"Baggage": {tc.in}}
+		r.mapPublicKey(h)
+		assert.Equal(t, tc.want, h.Get("Baggage"), tc.in)
+	}
+	h := http.Header{"Baggage": {"other=1"}}
+	assert.Zero(t, testing.AllocsPerRun(10, func() { r.mapPublicKey(h) }))
+}
