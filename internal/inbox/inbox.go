@@ -162,6 +162,16 @@ func (i *Inbox) SendEvent(ev *sentry.Event) {
 	i.add(raw, ev.Type, string(ev.EventID))
 }
 
+// AddItem keeps an event or transaction that arrived through the browser
+// tunnel, given as its envelope item's JSON payload; other item types
+// (replays, attachments, sessions) are not kept. The payload is copied.
+func (i *Inbox) AddItem(itemType string, payload []byte) {
+	switch itemType {
+	case "event", "transaction", "feedback":
+		i.add(append([]byte(nil), payload...), itemType, "")
+	}
+}
+
 // add stores one event given as the JSON Sentry would receive; raw must not
 // be modified afterwards. typ and id are what the caller knows from outside
 // the payload ("" means read it from the JSON), as Sentry itself classifies

@@ -360,3 +360,18 @@ func TestFileWriteFailureKeepsEventsAndLogsOnce(t *testing.T) {
 	require.Len(t, failures, 1, "a full disk logs once, not once per event")
 	assert.Contains(t, failures[0].ContextMap()["error"], "no space left on device")
 }
+
+func TestAddItemFromTheTunnel(t *testing.T) {
+	t.Parallel()
+	ib, err := New(Options{Size: 10})
+	require.NoError(t, err)
+	defer ib.Close()
+	payload := []byte(`{"event_id":"0123456789abcdef0123456789abcdef","message":"from the browser","level":"error","platform":"javascript"}`)
+	ib.AddItem("event", payload)
+	ib.AddItem("replay_recording", []byte("\x00binary"))
+	ib.AddItem("transaction", []byte(`{"event_id":"fedcba9876543210fedcba9876543210","type":"transaction","transaction":"/page"}`))
+	payload[0] = 'X' // the inbox kept its own copy
+	require.Equal(t, 1, ib.Len())
+	assert.JSONEq(t, `{"event_id":"0123456789abcdef0123456789abcdef","message":"from the browser","level":"error","platform":"javascript"}`, string(ib.Events()[0]))
+	assert.Len(t, ib.Transactions(), 1)
+}
