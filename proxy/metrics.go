@@ -63,17 +63,27 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) observe(method string, status int, seconds float64) {
-	i := len(methods) - 1
-	for k, meth := range methods[:len(methods)-1] {
-		if meth == method {
-			i = k
-			break
-		}
-	}
-	j := status/100 - 1
-	if j < 0 || j >= len(classes) {
-		j = len(classes) - 1 // a status outside 1xx–5xx is a server fault
-	}
+	i, j := methodIndex(method), classIndex(status)
 	m.requests[i][j].Inc()
 	m.duration[i][j].Observe(seconds)
+}
+
+// methodIndex is method's place in methods; anything else is OTHER, last.
+func methodIndex(method string) int {
+	for i, m := range methods[:len(methods)-1] {
+		if m == method {
+			return i
+		}
+	}
+	return len(methods) - 1
+}
+
+// classIndex is the status class's place in classes; a status outside
+// 1xx–5xx counts as 5xx, a server fault.
+func classIndex(status int) int {
+	j := status/100 - 1
+	if j < 0 || j >= len(classes) {
+		j = len(classes) - 1
+	}
+	return j
 }

@@ -152,19 +152,4 @@ func (m *routeMetrics) observeAction(act *Action, status int, aborted bool, clie
 	s.duration[o].Observe(seconds)
 }
 
-func methodLabel(method string) string {
-	for _, m := range methods[:len(methods)-1] {
-		if m == method {
-			return m
-		}
-	}
-	return methods[len(methods)-1]
-}
-
-func classIndex(status int) int {
-	j := status/100 - 1
-	if j < 0 || j >= len(classes) {
-		j = len(classes) - 1
-	}
-	return j
-}
+func methodLabel(method string) string { return methods[methodIndex(method)] }
