@@ -9,6 +9,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -41,6 +42,20 @@ import (
 // request at a time: what a client waits for. via=handler calls ServeHTTP
 // directly (the upstream is still real), leaving out the client and the
 // front server, so allocs/op is the proxy path and little else.
+//
+// The sidecar's variants without a traces= level run a client without
+// tracing. Under traces=0, traces=0.1 and traces=1 the client traces as
+// cmd/sentry-sidecar configures it, at that rate, and every sampled
+// transaction is built, scrubbed and encoded on the request path, as the
+// production transport does in SendEvent; tx/op is the share sampled. The
+// machine's noise does not cancel between runs of -count, which runs each
+// benchmark n times in a row: for ratios, interleave rounds instead,
+//
+//	go test -c -o proxy.test ./proxy
+//	for i in 1 2 3 4 5 6 7 8; do
+//		./proxy.test -test.run XXX -test.bench 'BareReverseProxy|SidecarProxy' -test.benchmem >>bench.txt
+//	done
+//	benchstat -col /traces bench.txt
 
 // benchPath is a Proximity route the router knows.
 const benchPath = "/api/v1/apps/wordpress-blog"
@@ -87,34 +102,77 @@ func newBareProxy(tb testing.TB, upstream string) http.Handler {
 }
 
 // discardTransport is a sentry.Transport that counts and drops events: a
-// 200 must not make one.
-type discardTransport struct{ events atomic.Int64 }
+// 200 must not make one. Transactions are encoded first, as
+// internal/transport encodes every event in SendEvent on the capturing
+// goroutine: a sampled request pays for its JSON.
+type discardTransport struct {
+	events     atomic.Int64 // error events
+	txs        atomic.Int64 // transactions, encoded
+	encodeErrs atomic.Int64 // transactions json.Marshal refused
+}
 
-func (d *discardTransport) Configure(sentry.ClientOptions)        {}
-func (d *discardTransport) SendEvent(*sentry.Event)               { d.events.Add(1) }
+func (d *discardTransport) Configure(sentry.ClientOptions) {}
+
+func (d *discardTransport) SendEvent(ev *sentry.Event) {
+	if ev.Type != "transaction" { // sentry-go's unexported transactionType
+		d.events.Add(1)
+		return
+	}
+	if _, err := json.Marshal(ev); err != nil {
+		d.encodeErrs.Add(1)
+	}
+	d.txs.Add(1)
+}
+
 func (d *discardTransport) Flush(time.Duration) bool              { return true }
 func (d *discardTransport) FlushWithContext(context.Context) bool { return true }
 func (d *discardTransport) Close()                                {}
 func (d *discardTransport) sent() int64                           { return d.events.Load() }
+func (d *discardTransport) transactions() int64                   { return d.txs.Load() }
 
 var _ sentry.Transport = (*discardTransport)(nil)
 
+// benchTracing is how a benchmarked sidecar traces. The zero value does
+// not: a client without tracing, the variants from before tracing. With on,
+// rate goes to the client and to the proxy's sampler, which decides (the
+// client is told SampledTrue for what the proxy samples).
+type benchTracing struct {
+	on   bool
+	rate float64
+}
+
+func (t benchTracing) String() string {
+	if !t.on {
+		return "off"
+	}
+	return strconv.FormatFloat(t.rate, 'g', -1, 64)
+}
+
 // newSidecarProxy is proxy.New with everything on, as the sidecar ships
 // it: the HMAC verifier, trails, Proximity's route templates, 5xx capture,
-// the throttle and a Sentry client, logging to log.
-func newSidecarProxy(tb testing.TB, upstream string, log *zap.Logger) (*Proxy, *discardTransport) {
+// the throttle and a Sentry client, logging to log and tracing as traces
+// says.
+func newSidecarProxy(tb testing.TB, upstream string, log *zap.Logger, traces benchTracing) (*Proxy, *discardTransport) {
 	tb.Helper()
 	u, err := url.Parse(upstream)
 	require.NoError(tb, err)
 	tr := &discardTransport{}
-	client, err := sentry.NewClient(sentry.ClientOptions{
+	opts := sentry.ClientOptions{
 		Dsn:                  "http://public@127.0.0.1:1/1",
 		Transport:            tr,
 		SampleRate:           1.0,
 		BeforeSend:           func(ev *sentry.Event, _ *sentry.EventHint) *sentry.Event { return enrich.ScrubEvent(ev) },
 		DisableClientReports: true,
 		DisableMetrics:       true,
-	})
+	}
+	if traces.on {
+		// As cmd/sentry-sidecar's newReporting sets them.
+		opts.EnableTracing = true
+		opts.TracesSampleRate = traces.rate
+		opts.TraceIgnoreStatusCodes = [][]int{} // nil would drop 404s
+		opts.BeforeSendTransaction = func(ev *sentry.Event, _ *sentry.EventHint) *sentry.Event { return enrich.ScrubEvent(ev) }
+	}
+	client, err := sentry.NewClient(opts)
 	require.NoError(tb, err)
 	tb.Cleanup(client.Close)
 	users := enrich.NewVerifier(enrich.VerifierOptions{Keys: enrich.HMACKeys([]byte(demo.DefaultSecret)), Verify: true})
@@ -135,6 +193,8 @@ func newSidecarProxy(tb testing.TB, upstream string, log *zap.Logger) (*Proxy, *
 			Routes:   routes,
 			Capture:  []StatusRange{{500, 599}},
 			Throttle: ThrottleConfig{Burst: 5, Every: 20 * time.Second},
+
+			TracesSampleRate: traces.rate,
 		},
 	}, log, prometheus.NewRegistry())
 	require.NoError(tb, err)
@@ -267,20 +327,45 @@ func BenchmarkSidecarProxy(b *testing.B) {
 		{"nop", zap.NewNop},
 		{"json", jsonLogger},
 	}
-	for _, via := range []struct {
+	vias := []struct {
 		name string
 		run  func(*testing.B, http.Handler, string)
-	}{{"server", benchThroughServer}, {"handler", benchHandler}} {
-		for _, l := range loggers {
-			b.Run("via="+via.name+"/log="+l.name, func(b *testing.B) {
-				p, tr := newSidecarProxy(b, up.URL, l.log())
-				via.run(b, p, token)
-				b.StopTimer()
-				if n := tr.sent(); n != 0 {
-					b.Fatalf("%d events sent for 200s", n)
-				}
-			})
+	}{{"server", benchThroughServer}, {"handler", benchHandler}}
+	matrix := func(b *testing.B, traces benchTracing) {
+		for _, via := range vias {
+			for _, l := range loggers {
+				b.Run("via="+via.name+"/log="+l.name, func(b *testing.B) {
+					p, tr := newSidecarProxy(b, up.URL, l.log(), traces)
+					via.run(b, p, token)
+					b.StopTimer()
+					if n := tr.sent(); n != 0 {
+						b.Fatalf("%d events sent for 200s", n)
+					}
+					if n := tr.encodeErrs.Load(); n != 0 {
+						b.Fatalf("%d transactions failed to encode", n)
+					}
+					if !traces.on {
+						return
+					}
+					// b.N is the loop's count, after the warm-up request.
+					// At least b.N: via=server, the client may read the
+					// last answer before its handler has finished the trace.
+					txs := tr.transactions()
+					b.ReportMetric(float64(txs)/float64(b.N), "tx/op")
+					if traces.rate >= 1 && txs < int64(b.N) {
+						b.Fatalf("%d transactions for %d requests at rate 1", txs, b.N)
+					}
+					if traces.rate == 0 && txs != 0 {
+						b.Fatalf("%d transactions at rate 0", txs)
+					}
+				})
+			}
 		}
+	}
+	matrix(b, benchTracing{}) // tracing off, the names from before tracing
+	for _, rate := range []float64{0, 0.1, 1} {
+		traces := benchTracing{on: true, rate: rate}
+		b.Run("traces="+traces.String(), func(b *testing.B) { matrix(b, traces) })
 	}
 }
 
@@ -324,11 +409,31 @@ func TestSidecarAllocsPerRequest(t *testing.T) {
 	up := mustBenchUpstream(t)
 	token := mustBenchToken(t)
 	bare := allocsPerRequest(t, newBareProxy(t, up.URL), token)
-	p, tr := newSidecarProxy(t, up.URL, zap.NewNop())
+	p, tr := newSidecarProxy(t, up.URL, zap.NewNop(), benchTracing{})
 	sidecar := allocsPerRequest(t, p, token)
 	t.Logf("allocs per request: bare %.0f, sidecar %.0f, delta %.0f", bare, sidecar, sidecar-bare)
 	assert.LessOrEqual(t, sidecar-bare, float64(sidecarAllocBudget), "the instrumented path allocates more than its budget")
 	assert.Zero(t, tr.sent(), "a 200 is no event")
+}
+
+// TestSidecarUnsampledAllocsPerRequest: with tracing on at rate 0, a
+// request allocates exactly what it does with tracing off. The sampling
+// decision is all an unsampled request pays for, and it allocates nothing:
+// the hub, the scope, the spans and the baggage are built for sampled
+// requests only, never built and then dropped by the SDK's own sampler.
+// (The budget test covers the decision itself, made with tracing off too.)
+// Not parallel: AllocsPerRun counts every goroutine's allocations.
+func TestSidecarUnsampledAllocsPerRequest(t *testing.T) {
+	up := mustBenchUpstream(t)
+	token := mustBenchToken(t)
+	off, offTr := newSidecarProxy(t, up.URL, zap.NewNop(), benchTracing{})
+	unsampled, tr := newSidecarProxy(t, up.URL, zap.NewNop(), benchTracing{on: true, rate: 0})
+	want := allocsPerRequest(t, off, token)
+	got := allocsPerRequest(t, unsampled, token)
+	t.Logf("allocs per request: tracing off %.0f, traces=0 %.0f", want, got)
+	assert.Equal(t, want, got, "an unsampled request allocates more than one with tracing off")
+	assert.Zero(t, tr.transactions(), "a transaction at rate 0")
+	assert.Zero(t, tr.sent()+offTr.sent(), "a 200 is no event")
 }
 
 // TestSidecarCachedPartsDoNotAllocate: what the sidecar can cache costs no

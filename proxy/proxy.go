@@ -71,6 +71,7 @@ type Proxy struct {
 	metrics   *metrics
 	now       func() time.Time
 
+	headDSC       map[string]string // what a trace the sidecar heads says of its sender
 	reportMetrics *reportMetrics
 	routeMetrics  *routeMetrics
 	throttle      *throttle
@@ -119,6 +120,19 @@ func New(cfg Config, log *zap.Logger, reg prometheus.Registerer) (*Proxy, error)
 		routeMetrics:  routes,
 		sampler:       newSampler(cfg.Report.TracesSampleRate, cfg.Report.TracesSampler, cfg.Report.Routes),
 		actions:       newActions(cfg.Report.Actions, cfg.Report.Routes),
+	}
+	if c := cfg.Report.Client; c != nil {
+		p.headDSC = map[string]string{}
+		o := c.Options()
+		if dsn, err := sentry.NewDsn(o.Dsn); err == nil {
+			p.headDSC["public_key"] = dsn.GetPublicKey()
+		}
+		if o.Release != "" {
+			p.headDSC["release"] = o.Release
+		}
+		if o.Environment != "" {
+			p.headDSC["environment"] = o.Environment
+		}
 	}
 	p.throttle = newThrottle(cfg.Report.Throttle, func() time.Time { return p.now() })
 	p.rp = &httputil.ReverseProxy{
@@ -192,14 +206,16 @@ type reqState struct {
 	contentType    string
 	tee            *teeBody // set when the answer will be reported
 
-	ip     string         // clientIP as text, see ipString
-	rec    recorder       // the response writer, kept here to save an allocation
-	route  string         // the path's route template
-	action *Action        // the configured action of the route, if any
-	fields map[string]any // the action's allowed request fields
-	hub    *sentry.Hub    // set when the request is traced
-	tx     *sentry.Span   // its transaction
-	span   *sentry.Span   // its upstream call
+	ip          string            // clientIP as text, see ipString
+	rec         recorder          // the response writer, kept here to save an allocation
+	route       string            // the path's route template
+	action      *Action           // the configured action of the route, if any
+	fields      map[string]any    // the action's allowed request fields
+	hub         *sentry.Hub       // set when the request is traced
+	tx          *sentry.Span      // its transaction
+	span        *sentry.Span      // its upstream call
+	dsc         map[string]string // the trace's sampling context (see traceContext)
+	headBaggage string            // dsc as baggage, when the sidecar heads the trace
 }
 
 // ipString is the client address as text, made once per request. When the
@@ -252,8 +268,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = st.body
 	}
 	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
-	if rp.Client != nil && p.sampler.sampled(r.Header, r.Method, st.route) {
-		r = p.startTransaction(r, st)
+	if rp.Client != nil {
+		if sampled, rate := p.sampler.sampled(r.Header, r.Method, st.route); sampled {
+			r = p.startTransaction(r, st, rate)
+		}
 	}
 	st.rec = recorder{ResponseWriter: w, proxy: p}
 	rec := &st.rec

@@ -239,9 +239,7 @@ func (p *Proxy) report(r *http.Request, st *reqState, status int, dur time.Durat
 		// Traced: the request's own scope, whose span links the event to
 		// the transaction, and the trace's sampling context for the
 		// envelope (see enrich.DSCContext).
-		if dsc := st.dsc(); dsc != nil {
-			ev.Contexts[enrich.DSCContext] = dsc
-		}
+		ev.Contexts[enrich.DSCContext] = st.dscContext()
 		st.hub.Client().CaptureEvent(ev, &sentry.EventHint{Context: r.Context()}, st.hub.Scope())
 		return
 	}

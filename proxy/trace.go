@@ -1,8 +1,12 @@
 package proxy
 
 import (
+	"maps"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/getsentry/sentry-go"
@@ -36,15 +40,18 @@ func newSampler(rate float64, rules []SampleRule, routes *enrich.Router) sampler
 	return s
 }
 
-func (s *sampler) sampled(h http.Header, method, route string) bool {
+// sampled decides whether the request is traced, and at what rate: the
+// rate goes into the sampling context when the sidecar heads the trace, so
+// Sentry counts each transaction for 1/rate requests.
+func (s *sampler) sampled(h http.Header, method, route string) (bool, float64) {
 	// The canonical key: Header.Get would canonicalise "sentry-trace" into
 	// a new string on every request.
 	if v := h["Sentry-Trace"]; len(v) > 0 {
 		switch sampledFlag(v[0]) {
 		case '1':
-			return true
+			return true, 1
 		case '0':
-			return false
+			return false, 0
 		}
 	}
 	rate := s.rate
@@ -54,7 +61,7 @@ func (s *sampler) sampled(h http.Header, method, route string) bool {
 			break
 		}
 	}
-	return rate > 0 && (rate >= 1 || rand.Float64() < rate)
+	return rate > 0 && (rate >= 1 || rand.Float64() < rate), rate
 }
 
 // sampledFlag returns the third field of "traceid-spanid-sampled", or 0
@@ -71,7 +78,7 @@ func sampledFlag(v string) byte {
 // its own, continuing the caller's trace. It returns the request with the
 // transaction's context. Only sampled requests get here: nothing is built
 // for the others.
-func (p *Proxy) startTransaction(r *http.Request, st *reqState) *http.Request {
+func (p *Proxy) startTransaction(r *http.Request, st *reqState, rate float64) *http.Request {
 	rp := &p.cfg.Report
 	scope := sentry.NewScope()
 	if rp.Scope != nil {
@@ -101,7 +108,41 @@ func (p *Proxy) startTransaction(r *http.Request, st *reqState) *http.Request {
 	tx.SetData("http.request.method", r.Method)
 	tx.SetData("url.path", st.path)
 	st.hub, st.tx = hub, tx
+	p.traceContext(st, r.Header, rate)
 	return r.WithContext(tx.Context())
+}
+
+// traceContext settles the trace's dynamic sampling context once: the
+// caller's, frozen, when its baggage has one (and its baggage then goes
+// upstream as it is); else ours as head of the trace, with the rate the
+// sidecar decided at. The SDK would record 1.0 for a decision it gets as
+// explicit (WithSpanSampled), and Sentry would count each transaction as
+// one request instead of 1/rate; its ToBaggage also costs ~240 allocations
+// a call.
+func (p *Proxy) traceContext(st *reqState, h http.Header, rate float64) {
+	if in := strings.Join(h.Values(sentry.SentryBaggageHeader), ","); len(h["Sentry-Trace"]) > 0 && strings.Contains(in, "sentry-") {
+		if dsc, err := sentry.DynamicSamplingContextFromHeader([]byte(in)); err == nil && dsc.HasEntries() {
+			st.dsc = dsc.Entries
+			return
+		}
+	}
+	st.dsc = map[string]string{
+		"trace_id":    st.tx.TraceID.String(),
+		"sample_rate": strconv.FormatFloat(rate, 'f', -1, 64),
+		"sampled":     "true",
+		"transaction": st.tx.Name,
+	}
+	for k, v := range p.headDSC {
+		st.dsc[k] = v
+	}
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(st.dsc)) {
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("sentry-" + k + "=" + url.PathEscape(st.dsc[k]))
+	}
+	st.headBaggage = b.String()
 }
 
 // traceUpstream starts the http.client span of the upstream call and sets
@@ -117,17 +158,25 @@ func (p *Proxy) traceUpstream(out *http.Request, in *http.Request, st *reqState)
 	span.SetData("server.address", p.cfg.Upstream.Host)
 	st.span = span
 
-	out.Header.Del(sentry.SentryTraceHeader)
-	out.Header.Del(sentry.SentryBaggageHeader)
 	out.Header.Set(sentry.SentryTraceHeader, span.ToSentryTrace())
-	// The root's baggage: a child's ToBaggage overwrites the frozen
-	// sampling context of the browser (sentry-go research §5.6).
-	baggage, err := sentry.MergeBaggage(strings.Join(in.Header.Values(sentry.SentryBaggageHeader), ","), st.tx.ToBaggage())
-	if err != nil {
-		baggage = st.tx.ToBaggage()
+	// A continued trace's baggage goes on as the caller sent it (its
+	// sampling context is frozen); as head, ours joins the caller's other
+	// members. Never a child span's: its ToBaggage overwrites the frozen
+	// context (sentry-go research §5.6).
+	baggage := strings.Join(in.Header.Values(sentry.SentryBaggageHeader), ",")
+	if st.headBaggage != "" {
+		// As head, the caller's own sentry- members (a baggage without a
+		// sentry-trace) are stale: only its other members stay.
+		var kept []string
+		for _, m := range strings.Split(baggage, ",") {
+			if m = strings.TrimSpace(m); m != "" && !strings.HasPrefix(m, "sentry-") {
+				kept = append(kept, m)
+			}
+		}
+		baggage = strings.Join(append(kept, st.headBaggage), ",")
 	}
 	if baggage != "" {
-		out.Header.Set(sentry.SentryBaggageHeader, baggage)
+		out.Header.Set(sentry.SentryBaggageHeader, baggage) // one line, like sentry-trace
 	}
 }
 
@@ -147,14 +196,16 @@ func finishTrace(st *reqState, status int) {
 	}
 	st.tx.Status = sentry.HTTPtoSpanStatus(status)
 	st.tx.SetData("http.response.status_code", status)
-	if dsc := st.dsc(); dsc != nil {
-		st.tx.SetContext(enrich.DSCContext, dsc)
-	}
+	st.tx.SetContext(enrich.DSCContext, st.dscContext())
 	st.tx.Finish()
 }
 
 // dsc is the traced request's dynamic sampling context, from the root
 // transaction: the caller's, frozen, when it continued a trace.
-func (st *reqState) dsc() sentry.Context {
-	return enrich.DSCFromBaggage(st.tx.ToBaggage())
+func (st *reqState) dscContext() sentry.Context {
+	c := make(sentry.Context, len(st.dsc))
+	for k, v := range st.dsc {
+		c[k] = v
+	}
+	return c
 }

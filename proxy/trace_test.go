@@ -223,3 +223,36 @@ func TestPlaceholderKeyMappedInBaggage(t *testing.T) {
 	h := http.Header{"Baggage": {"other=1"}}
 	assert.Zero(t, testing.AllocsPerRun(10, func() { r.mapPublicKey(h) }))
 }
+
+// TestTraceHeadRecordsTheDecidedRate: when the sidecar heads the trace at a
+// rate below 1, the sampling context says that rate, not the 1.0 the SDK
+// records for an explicit decision.
+func TestTraceHeadRecordsTheDecidedRate(t *testing.T) {
+	t.Parallel()
+	f := mustTraceFixture(t, 1.0, 200, SampleRule{Route: "/api/v1/apps", Rate: 0.5})
+	for i := 0; i < 100 && len(f.transport.Events()) == 0; i++ {
+		f.mustGet(t, "/api/v1/apps", nil)
+	}
+	txs, _ := f.recorded(t, 1, 0)
+	f.mu.Lock()
+	var sampledBaggage string
+	for _, h := range f.got {
+		if b := h.Get("Baggage"); b != "" {
+			sampledBaggage = b
+		}
+	}
+	f.mu.Unlock()
+	assert.Contains(t, sampledBaggage, "sentry-sample_rate=0.5")
+	assert.Equal(t, "0.5", txs[0].Contexts[enrich.DSCContext]["sample_rate"], "the envelope's trace header")
+}
+
+func TestTraceHeadDropsStaleSentryBaggage(t *testing.T) {
+	t.Parallel()
+	f := mustTraceFixture(t, 1.0, 200)
+	f.mustGet(t, "/api/v1/apps", http.Header{"Baggage": {"sentry-trace_id=deadbeefdeadbeefdeadbeefdeadbeef,sentry-public_key=stale,vendor=1"}})
+	b := f.upstreamHeaders(t).Get("Baggage")
+	assert.Contains(t, b, "vendor=1")
+	assert.NotContains(t, b, "stale")
+	assert.NotContains(t, b, "deadbeef")
+	assert.Equal(t, 1, strings.Count(b, "sentry-trace_id="))
+}
