@@ -207,7 +207,7 @@ func ScrubJSON(v any) any {
 var (
 	// keyValueRE finds "password": "x", password=x, token: x, ... in text,
 	// such as a truncated JSON body or an error message.
-	keyValueRE = regexp.MustCompile(`(?i)([\w.-]*(?:password|secret|passwd|api_key|apikey|api-key|auth|credentials|mysql_pwd|privatekey|private_key|private-key|token|bearer|session|csrf|xsrf|cookie|signature|jwt)[\w.-]*["']?\s*[:=]\s*)("(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s,;&}\]"']+)`)
+	keyValueRE = regexp.MustCompile(`(?i)([\w.-]*(?:password|secret|passwd|api_key|apikey|api-key|auth|credentials|mysql_pwd|privatekey|private_key|private-key|token|bearer|session|csrf|xsrf|cookie|signature|jwt)[\w.-]*["']?\s*[:=]\s*)(\[Filtered\]|"(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s,;&}\]"']+)`)
 	// bearerRE finds an Authorization value's credentials.
 	bearerRE = regexp.MustCompile(`(?i)\b(bearer|basic|token)\s+[A-Za-z0-9\-._~+/]+=*`)
 	// jwtRE finds anything shaped like a JWT (base64url header starting

@@ -54,6 +54,23 @@ func TestScrubQuery(t *testing.T) {
 	}
 }
 
+func TestScrubTextKeepsFilteredValues(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"token=[Filtered]&a=1":                               "token=[Filtered]&a=1",
+		`"password": "[Filtered]"`:                           `"password": "[Filtered]"`,
+		"/api?jwt=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln": "/api?jwt=[Filtered]",
+		"password=hunter2 and more":                          "password=[Filtered] and more",
+	} {
+		if got := ScrubText(in); got != want {
+			t.Errorf("ScrubText(%q) = %q, want %q", in, got, want)
+		}
+		if again := ScrubText(ScrubText(in)); again != want {
+			t.Errorf("ScrubText twice on %q = %q", in, again)
+		}
+	}
+}
+
 func TestScrubPath(t *testing.T) {
 	const jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
 	for _, tc := range []struct{ in, want string }{
