@@ -320,6 +320,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.rp.ServeHTTP(rec, r)
 }
 
+// ClientIP is the address the proxy believes sent r: the peer, or with a
+// trusted peer the first untrusted hop of X-Forwarded-For. Other handlers
+// on the same listener (the tunnel) use it so they agree with the proxy.
+func (p *Proxy) ClientIP(r *http.Request) string {
+	ip, _ := p.trusted.clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"])
+	if !ip.IsValid() {
+		return ""
+	}
+	return ip.String()
+}
+
 // finish writes the access-log line and the metrics of one request, and
 // returns its duration.
 func (p *Proxy) finish(r *http.Request, rec *recorder, st *reqState, status int) time.Duration {

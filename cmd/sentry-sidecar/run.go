@@ -343,6 +343,25 @@ func newSentryInfo(cfg config.Config) sentryInfo {
 	return info
 }
 
+// mainHandler serves the tunnel and the browser config at their exact
+// paths and proxies everything else. No ServeMux: it would clean paths
+// and redirect, and every other path belongs to the API as sent.
+func mainHandler(px http.Handler, tunnelPath string, tunnelH http.Handler, configPath string, configH http.Handler) http.Handler {
+	if tunnelH == nil && configH == nil {
+		return px
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case tunnelH != nil && r.URL.Path == tunnelPath:
+			tunnelH.ServeHTTP(w, r)
+		case configH != nil && r.URL.Path == configPath:
+			configH.ServeHTTP(w, r)
+		default:
+			px.ServeHTTP(w, r)
+		}
+	})
+}
+
 // inboxHandler is the admin's inbox, or nil (501) when events go to Sentry.
 func inboxHandler(ib *inbox.Inbox) http.Handler {
 	if ib == nil {
@@ -403,6 +422,16 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, started fun
 		return err
 	}
 
+	tunnelH, browserH, err := rp.browserHandlers(cfg, px, log, reg)
+	if err != nil {
+		return err
+	}
+	var tunnelHandler http.Handler // a nil *tunnel.Handler would be a non-nil interface
+	if tunnelH != nil {
+		defer tunnelH.Close()
+		tunnelHandler = tunnelH
+	}
+
 	ready := admin.NewReadiness()
 	probeCtx, stopProbe := context.WithCancel(context.Background())
 	defer stopProbe()
@@ -415,7 +444,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, started fun
 
 	errLog := zap.NewStdLog(log.Named("http"))
 	mainSrv := &http.Server{
-		Handler:           px,
+		Handler:           mainHandler(px, cfg.Tunnel.Path, tunnelHandler, cfg.Browser.ConfigPath, browserH),
 		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Std(),
 		IdleTimeout:       cfg.Server.IdleTimeout.Std(),
 		MaxHeaderBytes:    cfg.Server.MaxHeaderBytes,

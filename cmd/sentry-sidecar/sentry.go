@@ -18,6 +18,7 @@ import (
 	"github.com/sentry-sidecar/sentry-sidecar/internal/inbox"
 	"github.com/sentry-sidecar/sentry-sidecar/internal/transport"
 	"github.com/sentry-sidecar/sentry-sidecar/proxy"
+	"github.com/sentry-sidecar/sentry-sidecar/tunnel"
 )
 
 // inboxDSN stands in when events stay local: sentry-go sends nothing
@@ -146,6 +147,7 @@ func newReporting(ctx context.Context, cfg config.Config, log *zap.Logger, reg p
 
 		TracesSampleRate: *cfg.Sentry.TracesSampleRate,
 		MaxRoutes:        cfg.Metrics.MaxRoutes,
+		PublicKeys:       placeholderKeys(cfg),
 	}
 	for _, r := range cfg.Sentry.TracesSampler {
 		rule := proxy.SampleRule{Route: r.Route, Rate: r.Rate}
@@ -159,6 +161,97 @@ func newReporting(ctx context.Context, cfg config.Config, log *zap.Logger, reg p
 		rp.report.Actions = append(rp.report.Actions, proxy.Action{Method: method, Route: path, Name: a.Name, Fields: a.Fields})
 	}
 	return rp, nil
+}
+
+// browserDSN is the real DSN of the browser project: tunnel.dsn, else
+// sentry.dsn; "" when there is none.
+func browserDSN(cfg config.Config) string {
+	if cfg.Tunnel.DSN != "" {
+		return cfg.Tunnel.DSN
+	}
+	return cfg.Sentry.DSN
+}
+
+// browserHandlers builds the tunnel and the browser config endpoint when
+// their paths are set (nil otherwise), and tells the proxy to map the
+// placeholder key in pages' baggage to the real one. Envelopes go where
+// server events go: Sentry, or the inbox in development without
+// sentry.debug or without a DSN.
+func (rp *reporting) browserHandlers(cfg config.Config, px *proxy.Proxy, log *zap.Logger, reg prometheus.Registerer) (tunnelH *tunnel.Handler, configH http.Handler, err error) {
+	real := browserDSN(cfg)
+	placeholder := tunnel.PlaceholderKey(real)
+	project := "0"
+	if dsn, err := sentry.NewDsn(real); err == nil {
+		project = dsn.GetProjectID()
+	}
+	if cfg.Tunnel.Path != "" {
+		opts := tunnel.Options{
+			PlaceholderKey: placeholder,
+			Allowed:        cfg.Tunnel.AllowedDSNs,
+			AllowedOrigins: cfg.Tunnel.AllowedOrigins,
+			Scrub:          cfg.Tunnel.Scrub,
+			Limits: tunnel.Limits{
+				Body:         int64(cfg.Tunnel.Limits.Body),
+				Decompressed: int64(cfg.Tunnel.Limits.Decompressed),
+				Event:        int64(cfg.Tunnel.Limits.Event),
+				Replay:       int64(cfg.Tunnel.Limits.Replay),
+				Attachment:   int64(cfg.Tunnel.Limits.Attachment),
+				Session:      int64(cfg.Tunnel.Limits.Session),
+				Items:        cfg.Tunnel.Limits.Items,
+			},
+			HTTPClient: &http.Client{Timeout: cfg.Tunnel.Timeout.Std()},
+			ClientIP:   px.ClientIP,
+			PerIP:      tunnel.Rate{Burst: cfg.Tunnel.ClientRate.Burst, Every: cfg.Tunnel.ClientRate.Every.Std()},
+			Registerer: reg,
+			Log:        log.Named("tunnel"),
+		}
+		if cfg.Tunnel.SetUser && rp.users != nil {
+			users, cookie := rp.users, cfg.JWT.Cookie
+			opts.User = func(r *http.Request) *enrich.User {
+				u, outcome := users.User(enrich.TokenFromRequest(r.Header, cookie))
+				if outcome != enrich.TokenVerified && outcome != enrich.TokenUnverified {
+					return nil
+				}
+				return &u
+			}
+		}
+		if rp.transport != nil && real != "" {
+			opts.Target = real
+		} else {
+			ib := rp.inbox
+			opts.Sink = func(e *tunnel.Envelope) {
+				for _, it := range e.Items {
+					ib.AddItem(it.Type, it.Payload)
+				}
+			}
+		}
+		if tunnelH, err = tunnel.New(opts); err != nil {
+			return nil, nil, fmt.Errorf("tunnel: %w", err)
+		}
+	}
+	if cfg.Browser.ConfigPath != "" {
+		configH = tunnel.BrowserConfigHandler(tunnel.BrowserConfig{
+			PlaceholderKey:           placeholder,
+			Project:                  project,
+			Tunnel:                   cfg.Tunnel.Path,
+			Environment:              cfg.Sentry.Environment,
+			Release:                  cfg.Sentry.Release,
+			TracesSampleRate:         *cfg.Sentry.TracesSampleRate,
+			ReplaysSessionSampleRate: cfg.Browser.ReplaysSessionSampleRate,
+			ReplaysOnErrorSampleRate: cfg.Browser.ReplaysOnErrorSampleRate,
+		})
+	}
+	return tunnelH, configH, nil
+}
+
+// placeholderKeys maps the browser placeholder key to the real browser
+// key, for the proxy (see proxy.Report.PublicKeys); nil without a DSN.
+func placeholderKeys(cfg config.Config) map[string]string {
+	dsn, err := sentry.NewDsn(browserDSN(cfg))
+	if err != nil {
+		return nil
+	}
+	return map[string]string{tunnel.PlaceholderKey(browserDSN(cfg)): dsn.GetPublicKey()}
 }
 
 // routeTemplates are the configured templates plus the paths of the
