@@ -45,7 +45,7 @@ func TestScriptedSessionReadsAsActions(t *testing.T) {
 	sentrySrv := sentrytest.NewServer(t)
 	api := httptest.NewServer(demo.New(demo.Options{}))
 	defer api.Close()
-	s := mustStartSidecar(t, reportingConfig(api.URL, sentrySrv.DSN("publickey", 42), "", "")+proximityActions, nil)
+	s := mustStartSidecar(t, reportingConfig(api.URL, sentrySrv.DSN("publickey", 42), "", "")+proximityActions+tunnelConfig, nil)
 	base := "http://" + s.main
 
 	code, _ := mustDo(t, "POST", base+"/api/v1/auth/login", "", `{"username":"demo","password":"wrong-password"}`, nil)
@@ -65,6 +65,10 @@ func TestScriptedSessionReadsAsActions(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 
 	ev := sentrySrv.WaitEvents(t, 1, 5*time.Second)[0]
+	// And one browser envelope, so the tunnel's series exist too.
+	placeholder := mustBrowserConfig(t, base)["dsn"].(string)
+	code, _ = mustDo(t, "POST", base+"/api/v1/beacon", token, browserEnvelope(placeholder), nil)
+	require.Equal(t, http.StatusOK, code)
 	var trail []string
 	var failed map[string]any
 	for _, c := range ev["breadcrumbs"].([]any) {
