@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,12 +40,12 @@ type Envelope struct {
 	// Items are the items in the order they were sent.
 	Items []*Item
 
-	raw        []byte  // the whole input
-	rawHeader  []byte  // the input up to the end of the header object (leading whitespace included)
-	headerJSON []byte  // the header object alone
-	headerNL   bool    // a "\n" followed the header
-	headerSet  bool    // SetHeader was called
-	parsed     []*Item // Items as parsed, to notice items added, removed or reordered
+	raw       []byte         // the whole input
+	rawHeader []byte         // the input up to the end of the header object (leading whitespace included)
+	orig      map[string]any // a deep copy of Header as parsed
+	headerNL  bool           // a "\n" followed the header
+	headerSet bool           // SetHeader was called
+	parsed    []*Item        // Items as parsed, to notice items added, removed or reordered
 }
 
 // Item is one envelope item.
@@ -54,21 +53,21 @@ type Item struct {
 	// Header is the decoded item header, unknown keys included; numbers are
 	// json.Number.
 	Header map[string]any
-	// Type is Header["type"].
+	// Type is Header["type"]; a re-encoded item is written with Type.
 	Type string
 	// Payload is the raw payload (binary-safe). For an item without
 	// "length" it is the bytes up to the next "\n" or the end of the body;
 	// the "\n" that ends an item is never part of it.
 	Payload []byte
 
-	raw        []byte // the item as received: leading whitespace, header, "\n", payload, "\n"
-	headerJSON []byte // the header object alone
-	rawType    string // Type as parsed
-	rawPayload []byte // Payload as parsed, to notice a replaced slice
-	hasLength  bool   // the header had an explicit (non-null) length
-	headerNL   bool   // a "\n" followed the header
-	term       bool   // a "\n" followed the payload
-	changed    bool   // SetPayload or SetHeader was called
+	raw        []byte         // the item as received: leading whitespace, header, "\n", payload, "\n"
+	orig       map[string]any // a deep copy of Header as parsed
+	rawType    string         // Type as parsed
+	rawPayload []byte         // Payload as parsed, to notice a replaced slice
+	hasLength  bool           // the header had an explicit (non-null) length
+	headerNL   bool           // a "\n" followed the header
+	term       bool           // a "\n" followed the payload
+	changed    bool           // SetPayload or SetHeader was called
 }
 
 // ParseError lists why an envelope is invalid, for a 400 body
@@ -104,16 +103,20 @@ func parseErrorf(cause, format string, args ...any) *ParseError {
 //     header keys are valid; whitespace alone after the last item is not
 //     (Relay finds no item header there: unexpected end of file).
 //
-// Two things Relay's serde would reject and encoding/json would not are
-// refused here too, so this parser never reads a header differently from
-// Relay: duplicate keys in a header object (serde rejects duplicate known
-// fields, and the spec rejects a repeated sent_at, tunnel.md §A2) and
-// header bytes that are not UTF-8 (serde_json validates strings; Go would
-// silently substitute U+FFFD).
+// Two things are refused that encoding/json alone would let through, so
+// that this parser never reads a header differently from Relay:
+//
+//   - A repeated key in a header object. encoding/json keeps the last
+//     value, while serde rejects a repeated field or reads another one.
+//     Rather than guess which "type" or "dsn" Relay would see, the
+//     envelope is refused; the spec already rejects a repeated sent_at
+//     (tunnel.md §A2).
+//   - Header bytes that are not UTF-8. serde_json rejects them, where Go
+//     would silently put U+FFFD in their place.
 //
 // Errors are *ParseError.
 func Parse(b []byte) (*Envelope, error) {
-	h, start, end, perr := parseObject(b, 0)
+	h, end, perr := parseObject(b, 0)
 	if perr != nil {
 		if perr.eof {
 			if len(b) == 0 {
@@ -128,11 +131,11 @@ func Parse(b []byte) (*Envelope, error) {
 			"envelope header: byte %s at offset %d after the JSON object, want \"\\n\" or the end of the body", quoteByte(b[end]), end)
 	}
 	e := &Envelope{
-		Header:     h,
-		raw:        b,
-		rawHeader:  b[:end],
-		headerJSON: b[start:end],
-		headerNL:   end < len(b),
+		Header:    h,
+		raw:       b,
+		rawHeader: b[:end],
+		orig:      cloneObject(h),
+		headerNL:  end < len(b),
 	}
 	for off := end + 1; off < len(b); {
 		it, next, err := parseItem(b, off, len(e.Items))
@@ -151,7 +154,7 @@ func Parse(b []byte) (*Envelope, error) {
 // "\n" (len(b)+1 when the body ended instead, like Relay's payload_end+1).
 func parseItem(b []byte, off, item int) (*Item, int, error) {
 	where := func() string { return fmt.Sprintf("item %d at byte %d", item, off) }
-	h, start, end, perr := parseObject(b, off)
+	h, end, perr := parseObject(b, off)
 	if perr != nil {
 		if perr.eof {
 			return nil, 0, parseErrorf(causeEOF, "%s: only whitespace after the last item", where())
@@ -196,15 +199,15 @@ func parseItem(b []byte, off, item int) (*Item, int, error) {
 	}
 	next := payloadEnd + 1
 	it := &Item{
-		Header:     h,
-		Type:       typ,
-		Payload:    b[payloadStart:payloadEnd:payloadEnd],
-		raw:        b[off:min(next, len(b))],
-		headerJSON: b[start:end],
-		rawType:    typ,
-		hasLength:  hasLength,
-		headerNL:   end < len(b),
-		term:       payloadEnd < len(b),
+		Header:    h,
+		Type:      typ,
+		Payload:   b[payloadStart:payloadEnd:payloadEnd],
+		raw:       b[off:min(next, len(b))],
+		orig:      cloneObject(h),
+		rawType:   typ,
+		hasLength: hasLength,
+		headerNL:  end < len(b),
+		term:      payloadEnd < len(b),
 	}
 	it.rawPayload = it.Payload
 	return it, next, nil
@@ -244,39 +247,39 @@ type objectError struct {
 }
 
 // parseObject reads the JSON object at b[off:], after JSON whitespace, and
-// returns it with the offsets of its first byte and of the byte after it.
+// returns it with the offset of the byte after it.
 //
 // A small scanner finds the object's end (brackets outside strings), so the
 // decoder sees exactly the header and never the payload behind it; the
 // same pass counts the top-level members, which reveals duplicate keys once
 // the object is decoded into a map.
-func parseObject(b []byte, off int) (map[string]any, int, int, *objectError) {
+func parseObject(b []byte, off int) (map[string]any, int, *objectError) {
 	start := off
 	for start < len(b) && isJSONSpace(b[start]) {
 		start++
 	}
 	if start == len(b) {
-		return nil, 0, 0, &objectError{eof: true}
+		return nil, 0, &objectError{eof: true}
 	}
 	if b[start] != '{' {
-		return nil, 0, 0, &objectError{msg: fmt.Sprintf("%s at byte %d, want a JSON object", describeStart(b[start]), start)}
+		return nil, 0, &objectError{msg: fmt.Sprintf("%s at byte %d, want a JSON object", describeStart(b[start]), start)}
 	}
 	end, members := scanObject(b, start)
 	if end < 0 {
-		return nil, 0, 0, &objectError{msg: fmt.Sprintf("the JSON object at byte %d is not closed before the end of the body", start)}
+		return nil, 0, &objectError{msg: fmt.Sprintf("the JSON object at byte %d is not closed before the end of the body", start)}
 	}
 	obj := b[start:end]
 	if !utf8.Valid(obj) {
-		return nil, 0, 0, &objectError{msg: fmt.Sprintf("the JSON object at byte %d is not valid UTF-8", start)}
+		return nil, 0, &objectError{msg: fmt.Sprintf("the JSON object at byte %d is not valid UTF-8", start)}
 	}
 	m, err := decodeHeaderObject(obj)
 	if err != nil {
-		return nil, 0, 0, &objectError{msg: fmt.Sprintf("the JSON object at byte %d: %v", start, err)}
+		return nil, 0, &objectError{msg: fmt.Sprintf("the JSON object at byte %d: %v", start, err)}
 	}
 	if len(m) != members {
-		return nil, 0, 0, &objectError{msg: fmt.Sprintf("the JSON object at byte %d repeats a key", start)}
+		return nil, 0, &objectError{msg: fmt.Sprintf("the JSON object at byte %d repeats a key", start)}
 	}
-	return m, start, end, nil
+	return m, end, nil
 }
 
 // scanObject returns the offset after the object whose "{" is at b[start]
@@ -316,9 +319,6 @@ func decodeHeaderObject(obj []byte) (map[string]any, error) {
 	var m map[string]any
 	if err := dec.Decode(&m); err != nil {
 		return nil, err
-	}
-	if m == nil { // "null" cannot reach here (it starts with "{"), but stay safe
-		m = map[string]any{}
 	}
 	return m, nil
 }
@@ -439,7 +439,7 @@ func (e *Envelope) Bytes() []byte {
 // MarshalBinary is Bytes with the encoding error returned instead of a
 // panic; it implements encoding.BinaryMarshaler.
 func (e *Envelope) MarshalBinary() ([]byte, error) {
-	headerSame := !e.headerSet && e.rawHeader != nil && sameObject(e.headerJSON, e.Header)
+	headerSame := !e.headerSet && e.rawHeader != nil && equalJSON(e.Header, e.orig)
 	itemsSame := slices.Equal(e.Items, e.parsed)
 	pristine := make([]bool, len(e.Items))
 	allPristine := true
@@ -506,7 +506,7 @@ func (it *Item) pristine() bool {
 	if !it.hasLength && bytes.IndexByte(it.Payload, '\n') >= 0 {
 		return false
 	}
-	return sameObject(it.headerJSON, it.Header)
+	return equalJSON(it.Header, it.orig)
 }
 
 // appendEncoded writes the item's header ("type" and "length" first, then
@@ -559,10 +559,73 @@ func appendJSON(buf []byte, v any, object bool) ([]byte, error) {
 	return append(buf, bytes.TrimSuffix(w.Bytes(), []byte{'\n'})...), nil
 }
 
-// sameObject reports whether m still equals the object raw decodes to.
-func sameObject(raw []byte, m map[string]any) bool {
-	orig, err := decodeHeaderObject(raw)
-	return err == nil && reflect.DeepEqual(orig, m)
+// cloneObject deep-copies a decoded JSON object; strings, numbers,
+// booleans and nil are immutable and shared.
+func cloneObject(m map[string]any) map[string]any {
+	c := make(map[string]any, len(m))
+	for k, v := range m {
+		c[k] = cloneJSON(v)
+	}
+	return c
+}
+
+func cloneJSON(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		return cloneObject(v)
+	case []any:
+		c := make([]any, len(v))
+		for i, e := range v {
+			c[i] = cloneJSON(e)
+		}
+		return c
+	default:
+		return v
+	}
+}
+
+// equalJSON reports whether a (a header as the caller left it) equals orig
+// (what was decoded). orig holds only decoded JSON types, so any other
+// type in a is a change.
+func equalJSON(a, orig any) bool {
+	switch o := orig.(type) {
+	case map[string]any:
+		m, ok := a.(map[string]any)
+		if !ok || m == nil || len(m) != len(o) {
+			return false
+		}
+		for k, ov := range o {
+			v, ok := m[k]
+			if !ok || !equalJSON(v, ov) {
+				return false
+			}
+		}
+		return true
+	case []any:
+		s, ok := a.([]any)
+		if !ok || s == nil || len(s) != len(o) {
+			return false
+		}
+		for i := range o {
+			if !equalJSON(s[i], o[i]) {
+				return false
+			}
+		}
+		return true
+	case string:
+		v, ok := a.(string)
+		return ok && v == o
+	case json.Number:
+		v, ok := a.(json.Number)
+		return ok && v == o
+	case bool:
+		v, ok := a.(bool)
+		return ok && v == o
+	case nil:
+		return a == nil
+	default:
+		return false
+	}
 }
 
 // Category is the Sentry data category of an item type, the name

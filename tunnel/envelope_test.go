@@ -481,6 +481,10 @@ func TestEnvelopeItemsEdited(t *testing.T) {
 			"{}\n" + `{"type":"event"}` + "\n{\"a\":1}\n" + `{"type":"attachment","length":2}` + "\nxy\n" + `{"type":"other","length":0}` + "\n"},
 		{"item header edited in place", func(e *tunnel.Envelope) { e.Items[1].Header["filename"] = "a.txt" },
 			"{}\n" + `{"type":"event"}` + "\n{\"a\":1}\n" + `{"type":"attachment","length":2,"filename":"a.txt"}` + "\nxy\n" + `{"type":"client_report"}`},
+		{"item header given a Go int in place", func(e *tunnel.Envelope) { e.Items[1].Header["n"] = 1 },
+			"{}\n" + `{"type":"event"}` + "\n{\"a\":1}\n" + `{"type":"attachment","length":2,"n":1}` + "\nxy\n" + `{"type":"client_report"}`},
+		{"item length rewritten as the same Go int", func(e *tunnel.Envelope) { e.Items[1].Header["length"] = 2 },
+			"{}\n" + `{"type":"event"}` + "\n{\"a\":1}\n" + `{"type":"attachment","length":2}` + "\nxy\n" + `{"type":"client_report"}`},
 		{"item SetHeader", func(e *tunnel.Envelope) { e.Items[0].SetHeader(map[string]any{"type": "transaction", "length": 999}) },
 			"{}\n" + `{"type":"transaction","length":7}` + "\n{\"a\":1}\n" + `{"type":"attachment","length":2}` + "\nxy\n" + `{"type":"client_report"}`},
 	}
