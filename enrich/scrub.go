@@ -182,22 +182,29 @@ func ScrubBody(body []byte, contentType string) string {
 	return ScrubText(string(body))
 }
 
-// ScrubJSON filters, in place, the value of every sensitive key of a
-// decoded JSON value, at any depth, and scrubs the text of every string.
+// ScrubJSON returns a decoded JSON value with the value of every
+// sensitive key, at any depth, replaced by [Filtered] and the text of every
+// string scrubbed. Maps and slices are copied, never written: contexts of
+// the base scope are shared by every event, and writing into them from
+// concurrent captures would race (and crash on "concurrent map writes").
 func ScrubJSON(v any) any {
 	switch t := v.(type) {
 	case map[string]any:
+		out := make(map[string]any, len(t))
 		for k, val := range t {
 			if SensitiveKey(k) {
-				t[k] = Filtered
+				out[k] = Filtered
 				continue
 			}
-			t[k] = ScrubJSON(val)
+			out[k] = ScrubJSON(val)
 		}
+		return out
 	case []any:
+		out := make([]any, len(t))
 		for i, val := range t {
-			t[i] = ScrubJSON(val)
+			out[i] = ScrubJSON(val)
 		}
+		return out
 	case string:
 		return ScrubText(t)
 	}
@@ -318,27 +325,56 @@ func ScrubEvent(ev *sentry.Event) *sentry.Event {
 			ev.Tags[k] = ScrubText(v)
 		}
 	}
-	for k, v := range ev.User.Data {
-		if SensitiveKey(k) {
-			ev.User.Data[k] = Filtered
-		} else {
-			ev.User.Data[k] = ScrubText(v)
-		}
-	}
-	for name, c := range ev.Contexts {
-		if name == "trace" || name == DSCContext {
-			continue // ids and the sampling context: nothing secret, and Sentry needs them intact
-		}
-		ScrubJSON(map[string]any(c))
-	}
-	for _, b := range ev.Breadcrumbs {
-		b.Message = ScrubText(b.Message)
-		if u, ok := b.Data["url"].(string); ok {
-			if p, q, found := strings.Cut(u, "?"); found {
-				b.Data["url"] = p + "?" + ScrubQuery(q)
+	if len(ev.User.Data) > 0 {
+		data := make(map[string]string, len(ev.User.Data)) // the scope's user shares the map
+		for k, v := range ev.User.Data {
+			if SensitiveKey(k) {
+				data[k] = Filtered
+			} else {
+				data[k] = ScrubText(v)
 			}
 		}
-		ScrubJSON(b.Data)
+		ev.User.Data = data
+	}
+	contexts := make(map[string]sentry.Context, len(ev.Contexts)) // shared with the scope, one level down
+	for name, c := range ev.Contexts {
+		switch name {
+		case DSCContext:
+			contexts[name] = c // the sampling context: ids and rates, for the envelope header
+		case "trace":
+			// Ids stay intact; span data (url.path, ...) is scrubbed.
+			t := make(sentry.Context, len(c))
+			for k, v := range c {
+				t[k] = v
+			}
+			if d, ok := c["data"].(map[string]any); ok {
+				t["data"] = ScrubJSON(d)
+			}
+			contexts[name] = t
+		default:
+			contexts[name] = ScrubJSON(c).(sentry.Context)
+		}
+	}
+	ev.Contexts = contexts
+	for _, sp := range ev.Spans {
+		sp.Description = ScrubText(sp.Description)
+		if sp.Data != nil {
+			sp.Data = ScrubJSON(sp.Data).(map[string]any)
+		}
+	}
+	for i, b := range ev.Breadcrumbs {
+		c := *b
+		c.Message = ScrubText(b.Message)
+		data := ScrubJSON(b.Data)
+		if m, ok := data.(map[string]any); ok {
+			if u, ok := m["url"].(string); ok {
+				if p, q, found := strings.Cut(u, "?"); found {
+					m["url"] = p + "?" + ScrubQuery(q)
+				}
+			}
+			c.Data = m
+		}
+		ev.Breadcrumbs[i] = &c
 	}
 	return ev
 }

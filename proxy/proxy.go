@@ -343,9 +343,16 @@ func (p *Proxy) finish(r *http.Request, rec *recorder, st *reqState, status int)
 	if st.errKind != "" {
 		p.metrics.upstream[st.errKind].Inc()
 	}
+	p.accessLog(r, rec, st, status, dur)
+	return dur
+}
+
+// accessLog writes the one line per request: never a body, a token or a
+// cookie; secret-looking query and path values filtered.
+func (p *Proxy) accessLog(r *http.Request, rec *recorder, st *reqState, status int, dur time.Duration) {
 	ce := p.log.Check(zapcore.InfoLevel, "request")
 	if ce == nil {
-		return dur
+		return
 	}
 	path := enrich.ScrubPath(r.URL.EscapedPath())
 	if q := enrich.ScrubQuery(r.URL.RawQuery); q != "" {
@@ -372,7 +379,26 @@ func (p *Proxy) finish(r *http.Request, rec *recorder, st *reqState, status int)
 		fields = append(fields, zap.String("user_id", st.user.ID))
 	}
 	ce.Write(fields...)
-	return dur
+}
+
+// Logged wraps a handler that serves on the proxy's listener without being
+// proxied (the tunnel, the browser config) so that its requests get the same
+// request id and access-log line as proxied ones.
+func (p *Proxy) Logged(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st := &reqState{id: requestID(r.Header.Get(RequestIDHeader)), start: p.now()}
+		st.clientIP, st.peerTrusted = p.trusted.clientIP(r.RemoteAddr, r.Header["X-Forwarded-For"])
+		w.Header().Set(RequestIDHeader, st.id)
+		rec := &recorder{ResponseWriter: w}
+		defer func() {
+			status := rec.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			p.accessLog(r, rec, st, status, p.now().Sub(st.start))
+		}()
+		h.ServeHTTP(rec, r)
+	})
 }
 
 func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {

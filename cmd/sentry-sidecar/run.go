@@ -429,7 +429,10 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, started fun
 	var tunnelHandler http.Handler // a nil *tunnel.Handler would be a non-nil interface
 	if tunnelH != nil {
 		defer tunnelH.Close()
-		tunnelHandler = tunnelH
+		tunnelHandler = px.Logged(tunnelH)
+	}
+	if browserH != nil {
+		browserH = px.Logged(browserH)
 	}
 
 	ready := admin.NewReadiness()
