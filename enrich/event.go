@@ -50,12 +50,16 @@ func (x *Exchange) Crumb() Crumb {
 	return c
 }
 
+// maxCrumbText bounds a crumb's path and URL: trails are kept for many
+// users, and a header may be a megabyte long.
+const maxCrumbText = 1 << 10
+
 // NewCrumb is the trail entry of a request, its path and query scrubbed.
 func NewCrumb(t time.Time, method, path, rawQuery string, status int, d time.Duration) Crumb {
-	path = ScrubPath(path)
+	path = truncate(ScrubPath(path), maxCrumbText)
 	u := path
 	if rawQuery != "" {
-		u += "?" + ScrubQuery(rawQuery)
+		u = truncate(u+"?"+ScrubQuery(rawQuery), maxCrumbText)
 	}
 	return Crumb{Time: t, Method: method, Path: path, URL: u, Status: status, Duration: d}
 }

@@ -63,6 +63,9 @@ func (r *Router) Template(path string) string {
 		return t
 	}
 	t = r.template(path)
+	if len(path) > maxCachedPath {
+		return t // a long path is an attack or a one-off: not worth a cache slot
+	}
 	r.mu.Lock()
 	if len(r.cache) >= r.max {
 		// Distinct paths are unbounded (ids, scanners); start over rather
@@ -75,6 +78,14 @@ func (r *Router) Template(path string) string {
 	r.mu.Unlock()
 	return t
 }
+
+// maxCachedPath bounds the paths the cache keeps: with max_header_bytes
+// at 1 MiB, a few thousand long paths would otherwise hold gigabytes.
+const maxCachedPath = 256
+
+// maxSegment is the longest segment kept as a name; longer ones are ids,
+// tokens or junk, and a route (a metric label, a fingerprint) stays short.
+const maxSegment = 64
 
 func (r *Router) template(path string) string {
 	segs := strings.Split(path, "/")
@@ -101,6 +112,8 @@ func (r *Router) template(path string) string {
 			}
 		case looksLikeID(seg):
 			segs[i], changed = "{id}", true
+		case looksLikeFile(seg):
+			segs[i], changed = "{file}", true
 		}
 	}
 	if !changed {
@@ -133,6 +146,9 @@ func looksLikeID(seg string) bool {
 	if seg == "" {
 		return false
 	}
+	if len(seg) > maxSegment || strings.IndexByte(seg, '@') >= 0 {
+		return true // an email is personal data, never a route name
+	}
 	digits, hex, alnum := 0, 0, 0
 	for i := 0; i < len(seg); i++ {
 		c := seg[i]
@@ -163,6 +179,28 @@ func looksLikeID(seg string) bool {
 		return true
 	}
 	return false
+}
+
+// looksLikeFile guesses whether a segment is a built asset such as
+// "index-4f3a9b.js": a name with a digit in it and a short extension. A
+// UI served from the same origin would otherwise spend the route budget
+// (metrics.max_routes) on one route per build.
+func looksLikeFile(seg string) bool {
+	dot := strings.LastIndexByte(seg, '.')
+	if dot <= 0 || len(seg)-dot-1 < 1 || len(seg)-dot-1 > 5 {
+		return false
+	}
+	if c := seg[dot+1] | 0x20; c < 'a' || c > 'z' {
+		return false // "v1.2" is a version, not a file
+	}
+	for i := dot + 1; i < len(seg); i++ {
+		if c := seg[i] | 0x20; c < 'a' || c > 'z' {
+			if seg[i] < '0' || seg[i] > '9' {
+				return false
+			}
+		}
+	}
+	return strings.ContainsAny(seg[:dot], "0123456789")
 }
 
 func isUUID(s string) bool {

@@ -42,6 +42,12 @@ func TestRouterTemplate(t *testing.T) {
 		{"/", "/"},
 		{"", ""},
 		{"//a//b", "//a//b"},
+		{"/api/v1/users/alice@example.com", "/api/v1/users/{id}"},
+		{"/assets/index-4f3a9b.js", "/assets/{file}"},
+		{"/assets/app.js", "/assets/app.js"},
+		{"/api/v1/openapi.json", "/api/v1/openapi.json"},
+		{"/v1.2/x", "/v1.2/x"},
+		{"/p/" + strings.Repeat("a", 65), "/p/{id}"},
 	}
 	for _, tc := range tests {
 		if got := r.Template(tc.path); got != tc.want {

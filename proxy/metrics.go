@@ -24,6 +24,10 @@ type metrics struct {
 	duration [len(methods)][len(classes)]prometheus.Observer
 	inFlight prometheus.Gauge
 	upstream map[string]prometheus.Counter
+	// clientClosed counts clients that went away: not an upstream failure,
+	// so an alert on sidecar_upstream_errors_total does not fire on
+	// impatient users.
+	clientClosed prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -42,21 +46,25 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	})
 	upstream := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sidecar_upstream_errors_total",
-		Help: "Upstream round trips that failed, by kind (refused, dns, reset, timeout, tls, protocol, unavailable, client_closed).",
+		Help: "Upstream round trips that failed, by kind (refused, dns, reset, timeout, tls, protocol, unavailable).",
 	}, []string{"kind"})
-	for _, c := range []prometheus.Collector{requests, duration, inFlight, upstream} {
+	clientClosed := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sidecar_client_closed_total",
+		Help: "Requests whose client went away before the answer was complete (logged as 499).",
+	})
+	for _, c := range []prometheus.Collector{requests, duration, inFlight, upstream, clientClosed} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
-	m := &metrics{inFlight: inFlight, upstream: map[string]prometheus.Counter{}}
+	m := &metrics{inFlight: inFlight, upstream: map[string]prometheus.Counter{}, clientClosed: clientClosed}
 	for i, meth := range methods {
 		for j, class := range classes {
 			m.requests[i][j] = requests.WithLabelValues(meth, class)
 			m.duration[i][j] = duration.WithLabelValues(meth, class)
 		}
 	}
-	for _, kind := range []string{KindClientClosed, KindTimeout, KindRefused, KindDNS, KindReset, KindTLS, KindProtocol, KindUnavailable} {
+	for _, kind := range []string{KindTimeout, KindRefused, KindDNS, KindReset, KindTLS, KindProtocol, KindUnavailable} {
 		m.upstream[kind] = upstream.WithLabelValues(kind)
 	}
 	return m, nil

@@ -80,6 +80,7 @@ type Proxy struct {
 
 	mu       sync.Mutex
 	upgraded map[*upgradedConn]struct{}
+	handlers sync.WaitGroup // requests being served, for Wait
 }
 
 var _ http.Handler = (*Proxy)(nil)
@@ -257,18 +258,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rp.mapPublicKey(r.Header)
 	if rp.Routes != nil {
 		st.route = rp.Routes.Template(enrich.ScrubPath(st.path))
-		if st.action = p.actions.match(r.Method, st.route); st.action != nil {
-			st.fields, r.Body = peekFields(r, st.action)
-		}
 	} else {
 		st.route = enrich.ScrubPath(st.path)
+	}
+	if st.action = p.actions.match(r.Method, st.route); st.action != nil {
+		st.fields, r.Body = peekFields(r, st.action)
 	}
 	if r.Body != nil && r.Body != http.NoBody {
 		st.body = &bodyReader{rc: r.Body}
 		r.Body = st.body
 	}
 	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
-	if rp.Client != nil {
+	if rp.Client != nil && !rp.ignored(st.path) {
 		if sampled, rate := p.sampler.sampled(r.Header, r.Method, st.route); sampled {
 			r = p.startTransaction(r, st, rate)
 		}
@@ -277,6 +278,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &st.rec
 
 	p.metrics.inFlight.Inc()
+	p.handlers.Add(1)
+	defer p.handlers.Done()
 	defer func() {
 		p.metrics.inFlight.Dec()
 		v := recover()
@@ -295,10 +298,17 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		default:
-			// A bug of ours. Answer 500 if nothing was sent, keep serving.
+			// A bug of ours: logged and reported. Answer 500 if nothing
+			// was sent and keep serving; if the answer had started, abort
+			// it, or the server would end a chunked body as if complete.
 			p.log.Error("panic serving request", zap.String("request_id", st.id), zap.Any("panic", v), zap.Stack("stack"))
+			if c := p.cfg.Report.Client; c != nil {
+				c.Recover(v, &sentry.EventHint{RecoveredException: v}, EventScope(p.cfg.Report.Scope, r.Header))
+			}
 			if !rec.written() {
 				writeError(rec, http.StatusInternalServerError, "internal error", st.id)
+			} else {
+				v = http.ErrAbortHandler
 			}
 			status = http.StatusInternalServerError
 		}
@@ -309,6 +319,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusOK
 		}
 		dur := p.finish(r, rec, st, status)
+		if v == nil && (st.tee != nil || st.tx != nil) {
+			// The answer leaves now; building and encoding its event or
+			// transaction must not hold its last bytes in our buffer.
+			_ = http.NewResponseController(rec).Flush()
+		}
 		p.report(r, st, status, dur)
 		if st.tx != nil {
 			finishTrace(st, status)
@@ -340,7 +355,11 @@ func (p *Proxy) finish(r *http.Request, rec *recorder, st *reqState, status int)
 	if st.action != nil {
 		p.routeMetrics.observeAction(st.action, status, st.errKind == KindClientClosed, clientClass(st.clientIP), dur.Seconds())
 	}
-	if st.errKind != "" {
+	switch st.errKind {
+	case "":
+	case KindClientClosed:
+		p.metrics.clientClosed.Inc()
+	default:
 		p.metrics.upstream[st.errKind].Inc()
 	}
 	p.accessLog(r, rec, st, status, dur)
@@ -462,7 +481,9 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	// A successful action without a user may be a login: keep the answer's
 	// start to learn who logged in.
 	login := st.action != nil && st.user == nil && rp.Trails != nil && res.StatusCode < 400
-	if captured || login {
+	// Never below 200: a 101's body is the upgraded connection itself, and
+	// ReverseProxy needs it as it is (an io.ReadWriteCloser).
+	if (captured || login) && res.StatusCode >= 200 {
 		st.contentType = res.Header.Get("Content-Type")
 		st.tee = &teeBody{ReadCloser: res.Body}
 		res.Body = st.tee
@@ -633,6 +654,24 @@ func (p *Proxy) CloseUpgraded() {
 	p.mu.Unlock()
 	for _, c := range conns {
 		c.Close()
+	}
+}
+
+// Wait blocks until every request the proxy is serving has finished,
+// reports included, or ctx ends. After http.Server.Close the cut handlers
+// still run their deferred reporting on their own goroutines; waiting lets
+// their events reach Sentry before it is flushed.
+func (p *Proxy) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		p.handlers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -3,6 +3,7 @@ package proxy
 import (
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -80,13 +81,6 @@ func (r *Report) ignored(path string) bool {
 		}
 	}
 	return false
-}
-
-func (r *Report) route(path string) string {
-	if r.Routes == nil {
-		return path
-	}
-	return r.Routes.Template(path)
 }
 
 // Event kinds, a label of sidecar_sentry_events_total.
@@ -167,30 +161,44 @@ func (p *Proxy) report(r *http.Request, st *reqState, status int, dur time.Durat
 	}
 	kind := ""
 	switch {
-	case rp.Client == nil:
+	case rp.Client == nil || rp.ignored(st.path):
 	case st.tee != nil && rp.captures(st.upstreamStatus):
 		kind, status = eventUpstream, st.upstreamStatus
 	case st.errKind != "" && st.errKind != KindClientClosed:
 		kind = eventProxyError // refused, timeout, or an answer cut mid-body
 	}
-	if kind != "" && rp.ignored(r.URL.Path) {
-		kind = ""
+	if user == "" && kind == "" && st.action != nil && st.tee != nil && status < 400 {
+		// A login: the answer names who logged in.
+		if u, ok := loginUser(st.tee.buf, rp.Users); ok {
+			user = u.ID
+		}
+	}
+	keepTrail := rp.Trails != nil && user != ""
+	if kind == "" && !keepTrail {
+		return
+	}
+	crumb := enrich.NewCrumb(st.start, r.Method, st.path, r.URL.RawQuery, status, dur)
+	crumb.Action, crumb.Fields = p.actionOf(st)
+	var trail []enrich.Crumb
+	if keepTrail {
+		if kind != "" {
+			trail = rp.Trails.Trail(user, nil)
+		}
+		rp.Trails.Add(user, crumb)
 	}
 	if kind == "" {
-		if rp.Trails == nil {
-			return
-		}
-		if user == "" && st.action != nil && st.tee != nil && status < 400 {
-			// A login: the answer names who logged in.
-			if u, ok := loginUser(st.tee.buf, rp.Users); ok {
-				user = u.ID
-			}
-		}
-		if user != "" {
-			c := enrich.NewCrumb(st.start, r.Method, r.URL.Path, r.URL.RawQuery, status, dur)
-			c.Action, c.Fields = p.actionOf(st)
-			rp.Trails.Add(user, c)
-		}
+		return
+	}
+
+	// The throttle decides before anything is built: a storm of one
+	// failure costs a map lookup per request, not an event.
+	key := r.Method + "\x00" + st.route + "\x00" + strconv.Itoa(status)
+	if kind == eventProxyError {
+		key = "proxy-error\x00" + p.cfg.Upstream.Host + "\x00" + st.errKind
+	}
+	suppressed, ok := p.throttle.allow(key)
+	if !ok {
+		p.reportMetrics.events[kind]["throttled"].Inc()
 		return
 	}
 
@@ -199,10 +207,10 @@ func (p *Proxy) report(r *http.Request, st *reqState, status int, dur time.Durat
 		Method:      r.Method,
 		Scheme:      scheme(r, st.peerTrusted),
 		Host:        r.Host,
-		Path:        r.URL.Path,
+		Path:        st.path,
 		RawQuery:    r.URL.RawQuery,
 		Header:      r.Header,
-		Route:       rp.route(enrich.ScrubPath(r.URL.Path)),
+		Route:       st.route,
 		ClientIP:    st.ipString(r.RemoteAddr),
 		RequestID:   st.id,
 		Upstream:    p.cfg.Upstream.Host,
@@ -211,25 +219,18 @@ func (p *Proxy) report(r *http.Request, st *reqState, status int, dur time.Durat
 		UpstreamDur: st.upstreamDur,
 		ErrorKind:   st.errKind,
 		User:        st.user,
+		Trail:       trail,
+		Action:      crumb.Action,
+		Fields:      crumb.Fields,
 	}
 	if st.tee != nil {
 		x.Body, x.ContentType = st.tee.buf, st.contentType
-	}
-	x.Action, x.Fields = p.actionOf(st)
-	if rp.Trails != nil {
-		x.Trail = rp.Trails.Trail(user, nil)
-		rp.Trails.Add(user, x.Crumb())
 	}
 	var ev *sentry.Event
 	if kind == eventProxyError {
 		ev = enrich.ProxyErrorEvent(x)
 	} else {
 		ev = enrich.UpstreamEvent(x)
-	}
-	suppressed, ok := p.throttle.allow(strings.Join(ev.Fingerprint, "\x00"))
-	if !ok {
-		p.reportMetrics.events[kind]["throttled"].Inc()
-		return
 	}
 	if suppressed > 0 {
 		ev.Contexts["throttle"] = sentry.Context{"suppressed_since_last_event": suppressed}

@@ -93,6 +93,9 @@ func (p *Proxy) startTransaction(r *http.Request, st *reqState, rate float64) *h
 	// §2.2). Headers and query are scrubbed in BeforeSendTransaction.
 	noBody := *r
 	noBody.Body = http.NoBody
+	u := *r.URL
+	u.Path, u.RawPath, u.RawQuery = enrich.ScrubPath(u.Path), "", enrich.ScrubQuery(u.RawQuery)
+	noBody.URL = &u
 	scope.SetRequest(&noBody)
 
 	// A hub on the context before StartTransaction, or the span lands on
@@ -106,7 +109,7 @@ func (p *Proxy) startTransaction(r *http.Request, st *reqState, rate float64) *h
 		sentry.WithSpanOrigin("auto.http.sentry_sidecar"),
 	)
 	tx.SetData("http.request.method", r.Method)
-	tx.SetData("url.path", st.path)
+	tx.SetData("url.path", enrich.ScrubPath(st.path))
 	st.hub, st.tx = hub, tx
 	p.traceContext(st, r.Header, rate)
 	return r.WithContext(tx.Context())
@@ -120,8 +123,12 @@ func (p *Proxy) startTransaction(r *http.Request, st *reqState, rate float64) *h
 // one request instead of 1/rate; its ToBaggage also costs ~240 allocations
 // a call.
 func (p *Proxy) traceContext(st *reqState, h http.Header, rate float64) {
-	if in := strings.Join(h.Values(sentry.SentryBaggageHeader), ","); len(h["Sentry-Trace"]) > 0 && strings.Contains(in, "sentry-") {
-		if dsc, err := sentry.DynamicSamplingContextFromHeader([]byte(in)); err == nil && dsc.HasEntries() {
+	if in := strings.Join(h.Values(sentry.SentryBaggageHeader), ","); strings.Contains(in, "sentry-") {
+		// The caller's context only if the SDK really continued its trace:
+		// it refuses a malformed sentry-trace, and then our transaction is
+		// a new trace that the caller's baggage does not describe.
+		if dsc, err := sentry.DynamicSamplingContextFromHeader([]byte(in)); err == nil && dsc.HasEntries() &&
+			dsc.Entries["trace_id"] == st.tx.TraceID.String() && st.tx.ParentSpanID != (sentry.SpanID{}) {
 			st.dsc = dsc.Entries
 			return
 		}

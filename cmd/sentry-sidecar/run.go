@@ -511,6 +511,11 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, started fun
 		mainSrv.Close()
 	}
 	px.CloseUpgraded()
+	// Handlers cut by Close still build their events; let them finish
+	// (briefly) so the flush below carries them.
+	waitCtx, cancelWait := context.WithTimeout(context.Background(), time.Second)
+	defer cancelWait()
+	_ = px.Wait(waitCtx)
 	px.CloseIdleConnections()
 	adminCtx, cancelAdmin := context.WithTimeout(context.Background(), time.Second)
 	defer cancelAdmin()

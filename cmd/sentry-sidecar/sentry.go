@@ -82,10 +82,14 @@ func newReporting(ctx context.Context, cfg config.Config, log *zap.Logger, reg p
 	}
 	if toSentry(cfg) {
 		tr, err := transport.New(transport.Options{
-			DSN:        cfg.Sentry.DSN,
-			Registerer: reg,
-			Log:        log.Named("sentry"),
-			UserAgent:  "sentry-sidecar/" + version,
+			DSN: cfg.Sentry.DSN,
+			// Close comes after a Flush bounded by shutdown.flush_timeout:
+			// it only gives in-flight sends a moment, so the drain adds up
+			// to drain_delay + grace_period + flush_timeout + about 2 s.
+			CloseTimeout: 500 * time.Millisecond,
+			Registerer:   reg,
+			Log:          log.Named("sentry"),
+			UserAgent:    "sentry-sidecar/" + version,
 		})
 		if err != nil {
 			return nil, err
@@ -269,6 +273,9 @@ func routeTemplates(cfg config.Config) []string {
 // newVerifier builds the token verifier from the jwt section: an HMAC
 // secret, a PEM public key, or a JWKS URL refreshed in the background.
 func newVerifier(ctx context.Context, cfg config.JWT, log *zap.Logger) (*enrich.Verifier, error) {
+	if cfg.Verify && cfg.Secret == "" && cfg.PublicKeyFile == "" && cfg.JWKSURL == "" {
+		return nil, nil // nothing to verify with: no users (check warns), and no token counted invalid
+	}
 	var keys enrich.Keys
 	switch {
 	case !cfg.Verify:
