@@ -705,13 +705,12 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, env *Envelope,
 		writeError(w, http.StatusBadGateway, "sentry answered a redirect; not followed", nil)
 		return OutcomeUpstreamError
 	default:
-		// Sentry's 5xx becomes 502: the sidecar is the gateway that got a bad
-		// answer, and the body (often a load balancer's HTML page) is not
-		// passed on. Retry-After and rate limits are, so a browser backs off
-		// when Sentry asks it to; the browser SDK treats any of these as a
-		// send error and does not retry (tunnel.md §A4).
+		// Sentry's 5xx status goes back as it is (the browser SDK treats it
+		// as a send error and does not retry, tunnel.md §A4), but not its
+		// body, often a load balancer's HTML page. Retry-After and rate
+		// limits were copied above, so a browser backs off when asked.
 		h.logUpstream(statusClass(s), ip, zap.Int("status", s))
-		writeError(w, http.StatusBadGateway, "sentry answered "+strconv.Itoa(s), nil)
+		writeError(w, s, "sentry answered "+strconv.Itoa(s), nil)
 		return OutcomeUpstreamError
 	}
 }

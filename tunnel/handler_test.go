@@ -574,12 +574,12 @@ func TestSentryRateLimitAllCategories(t *testing.T) {
 
 func TestUpstreamFailures(t *testing.T) {
 	t.Parallel()
-	t.Run("5xx becomes 502 with Retry-After kept", func(t *testing.T) {
+	t.Run("5xx passed back with Retry-After, not its body", func(t *testing.T) {
 		t.Parallel()
 		f := mustFixture(t, nil)
 		f.sentry.SetStatus(http.StatusServiceUnavailable, http.Header{"Retry-After": {"30"}})
 		rec := f.post(t, simpleEvent(t, placeholderDSN))
-		assert.Equal(t, http.StatusBadGateway, rec.Code)
+		assert.Equal(t, http.StatusServiceUnavailable, rec.Code)
 		assert.Equal(t, "30", rec.Header().Get("Retry-After"))
 		assert.Equal(t, "sentry answered 503", detail(t, rec).Detail)
 		assert.Equal(t, 1, f.sentry.Requests(), "never retried")

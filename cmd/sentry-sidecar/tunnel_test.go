@@ -106,3 +106,39 @@ func TestTunnelToInboxInDevelopment(t *testing.T) {
 	res.Body.Close()
 	assert.Contains(t, string(b), "TypeError: x is undefined")
 }
+
+// TestHangingSentryLeavesTheAPIAlone: with Sentry accepting and never
+// answering, the tunnel answers 504 within its timeout while API requests
+// through the same listener go on at their usual pace.
+func TestHangingSentryLeavesTheAPIAlone(t *testing.T) {
+	t.Parallel()
+	sentrySrv := sentrytest.NewServer(t)
+	sentrySrv.SetHang(true)
+	defer sentrySrv.SetHang(false)
+	api := httptest.NewServer(demo.New(demo.Options{}))
+	defer api.Close()
+	s := mustStartSidecar(t, reportingConfig(api.URL, sentrySrv.DSN("realkey", 42), "", "")+"tunnel:\n  path: /api/v1/beacon\n  timeout: 300ms\nbrowser:\n  config_path: /sentry-browser-config.js\n", nil)
+	base := "http://" + s.main
+	placeholder := mustBrowserConfig(t, base)["dsn"].(string)
+
+	tunnelDone := make(chan time.Duration, 1)
+	go func() {
+		start := time.Now()
+		code, _ := mustDo(t, "POST", base+"/api/v1/beacon", "", browserEnvelope(placeholder), nil)
+		assert.Equal(t, http.StatusGatewayTimeout, code)
+		tunnelDone <- time.Since(start)
+	}()
+	for range 20 {
+		start := time.Now()
+		code, _ := mustGet(t, base+"/health")
+		assert.Equal(t, http.StatusOK, code)
+		assert.Less(t, time.Since(start), 250*time.Millisecond, "API traffic is not held by Sentry")
+	}
+	select {
+	case d := <-tunnelDone:
+		assert.Less(t, d, 3*time.Second)
+		t.Logf("tunnel answered 504 after %s", d.Round(time.Millisecond))
+	case <-time.After(10 * time.Second):
+		t.Fatal("the tunnel did not answer")
+	}
+}
