@@ -84,7 +84,11 @@ func TestTunnelForwardsWithTheRealDSN(t *testing.T) {
 
 	// The page's API calls carry the placeholder key in their baggage; the
 	// API gets the real one.
-	code, body = mustDo(t, "GET", base+"/api/v1/echo", "", "", http.Header{"Baggage": {"sentry-public_key=" + strings.Split(strings.TrimPrefix(placeholder, "http://"), "@")[0] + ",other=1"}})
+	// (Not sampled by the page, so the baggage is passed on, mapped.)
+	code, body = mustDo(t, "GET", base+"/api/v1/echo", "", "", http.Header{
+		"Sentry-Trace": {"0123456789abcdef0123456789abcdef-89abcdef01234567-0"},
+		"Baggage":      {"sentry-public_key=" + strings.Split(strings.TrimPrefix(placeholder, "http://"), "@")[0] + ",other=1"},
+	})
 	require.Equal(t, http.StatusOK, code)
 	assert.Contains(t, body, "sentry-public_key=realbrowserkey0123456789abcdef00,other=1")
 }
