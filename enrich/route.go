@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"unicode/utf8"
 )
 
 // Router turns request paths into route templates, so /api/v1/apps/101 and
@@ -146,8 +147,10 @@ func looksLikeID(seg string) bool {
 	if seg == "" {
 		return false
 	}
-	if len(seg) > maxSegment || strings.IndexByte(seg, '@') >= 0 {
-		return true // an email is personal data, never a route name
+	if len(seg) > maxSegment || strings.IndexByte(seg, '@') >= 0 || !utf8.ValidString(seg) {
+		// An email is personal data, never a route name; bytes that are not
+		// UTF-8 could be no metric label (Prometheus panics on them).
+		return true
 	}
 	digits, hex, alnum := 0, 0, 0
 	for i := 0; i < len(seg); i++ {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 var proximityTemplates = []string{
@@ -48,6 +49,7 @@ func TestRouterTemplate(t *testing.T) {
 		{"/api/v1/openapi.json", "/api/v1/openapi.json"},
 		{"/v1.2/x", "/v1.2/x"},
 		{"/p/" + strings.Repeat("a", 65), "/p/{id}"},
+		{"/p/\xff\xfe/x", "/p/{id}/x"},
 	}
 	for _, tc := range tests {
 		if got := r.Template(tc.path); got != tc.want {
@@ -107,6 +109,9 @@ func FuzzRouterTemplate(f *testing.F) {
 		}
 		if r.Template(got) != got && !strings.Contains(got, "{") {
 			t.Fatalf("Template not stable on %q -> %q", path, got)
+		}
+		if !utf8.ValidString(got) {
+			t.Fatalf("Template(%q) = %q is not UTF-8: it becomes a metric label", path, got)
 		}
 	})
 }

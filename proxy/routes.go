@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"sync"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -96,7 +97,9 @@ func newRouteMetrics(reg prometheus.Registerer, maxRoutes int, acts []Action) (*
 
 // observe counts a finished request under its route.
 func (m *routeMetrics) observe(method, route string, status int, seconds float64) {
-	if status == 404 || route == "" {
+	if status == 404 || route == "" || !utf8.ValidString(route) {
+		// Prometheus panics on a label that is not UTF-8; without a
+		// Router the route is the raw path.
 		route = otherRoute
 	}
 	method = methodLabel(method)

@@ -462,6 +462,7 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, started fun
 			Info:      newSentryInfo(cfg),
 			Inbox:     inboxHandler(rp.inbox),
 			TestEvent: rp.testEventHandler(),
+			Token:     cfg.Admin.Token,
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       time.Minute,

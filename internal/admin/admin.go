@@ -4,8 +4,11 @@
 package admin
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
 	"net/http"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -24,10 +27,67 @@ type Options struct {
 	Inbox http.Handler
 	// TestEvent serves POST /test-event; nil answers 501.
 	TestEvent http.Handler
+	// Token, when set, is the bearer token every path but the probes
+	// (/healthz, /readyz) requires: the inbox holds user data, and
+	// /test-event sends to Sentry. Empty means no check (loopback only).
+	Token string
 }
 
 // New returns the admin handler.
 func New(opts Options) http.Handler {
+	mux := newMux(opts)
+	if opts.Token == "" {
+		return mux
+	}
+	return requireToken(opts.Token, mux)
+}
+
+// probes are the paths a kubelet or load balancer calls without
+// credentials; they say nothing but "up" and "ready".
+var probes = map[string]bool{"/healthz": true, "/readyz": true}
+
+// requireToken answers 401 unless the request carries "Authorization:
+// Bearer <token>", for every path but the probes (matched exactly, as
+// sent: "/healthz/../inbox" is not a probe). Both sides are hashed before
+// the constant-time comparison, so neither the content nor the length of
+// the token leaks through timing (subtle.ConstantTimeCompare returns at
+// once on a length mismatch).
+func requireToken(token string, next http.Handler) http.Handler {
+	want := sha256.Sum256([]byte(token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if probes[r.URL.Path] {
+			next.ServeHTTP(w, r)
+			return
+		}
+		got, sent := bearer(r.Header.Get("Authorization"))
+		sum := sha256.Sum256([]byte(got))
+		if sent && subtle.ConstantTimeCompare(sum[:], want[:]) == 1 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		// RFC 6750 §3: a request without credentials gets the bare
+		// challenge, a wrong token gets error="invalid_token".
+		challenge := `Bearer realm="sentry-sidecar admin"`
+		if sent {
+			challenge += `, error="invalid_token"`
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
+		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "admin.token required: send Authorization: Bearer <token>"})
+	})
+}
+
+// bearer returns the credentials of an "Authorization: Bearer x" value;
+// the scheme is case-insensitive (RFC 7235 §2.1).
+func bearer(v string) (string, bool) {
+	scheme, cred, ok := strings.Cut(strings.TrimSpace(v), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	cred = strings.TrimSpace(cred)
+	return cred, cred != ""
+}
+
+func newMux(opts Options) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

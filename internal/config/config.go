@@ -35,6 +35,10 @@ type Config struct {
 // Admin is the separate listener for probes, metrics and the inbox.
 type Admin struct {
 	Listen string `yaml:"listen" env:"SIDECAR_ADMIN_LISTEN"`
+	// Token, when set, is the bearer token every admin path but /healthz
+	// and /readyz requires. Without it the listener should stay on
+	// loopback (Warnings says so).
+	Token string `yaml:"token" env:"SIDECAR_ADMIN_TOKEN"`
 }
 
 // Upstream is the API the sidecar fronts and the pool that reaches it.

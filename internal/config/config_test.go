@@ -356,6 +356,7 @@ func TestLoadEveryEnvVar(t *testing.T) {
 	rows := map[string]row{
 		"SIDECAR_LISTEN":                 {`":9000"`, ":9000", ":9100", ":9100"},
 		"SIDECAR_ADMIN_LISTEN":           {`"127.0.0.1:9001"`, "127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9002"},
+		"SIDECAR_ADMIN_TOKEN":            {`"file-admin-token"`, "file-admin-token", "env-admin-token", "env-admin-token"},
 		"SIDECAR_UPSTREAM_URL":           {`"http://file:8000"`, "http://file:8000", "https://env:8443", "https://env:8443"},
 		"SIDECAR_UPSTREAM_PRESERVE_HOST": {`true`, true, "false", false},
 		"SIDECAR_TRUSTED_PROXIES":        {`["10.0.0.0/8"]`, []string{"10.0.0.0/8"}, "192.168.0.0/16,127.0.0.1", []string{"192.168.0.0/16", "127.0.0.1"}},
@@ -599,6 +600,7 @@ func secretConfig() Config {
 	c.Tunnel.DSN = "https://sekrit-browser-key:sekrit-old-secret@o1.ingest.sentry.io/2"
 	c.Tunnel.AllowedDSNs = []string{"https://sekrit-placeholder@sentry.invalid/1", "https://sekrit-other@o1.ingest.sentry.io/3"}
 	c.JWT.Secret = "sekrit-jwt-secret"
+	c.Admin.Token = "sekrit-admin-token"
 	c.Resolve("web-1")
 	return c
 }
@@ -614,8 +616,10 @@ func TestRedacted(t *testing.T) {
 	assert.Equal(t, "https://REDACTED@o1.ingest.sentry.io/2", r.Tunnel.DSN)
 	assert.Equal(t, []string{"https://REDACTED@sentry.invalid/1", "https://REDACTED@o1.ingest.sentry.io/3"}, r.Tunnel.AllowedDSNs)
 	assert.Equal(t, "REDACTED", r.JWT.Secret)
+	assert.Equal(t, "REDACTED", r.Admin.Token)
 	assert.Equal(t, before, c.Tunnel.AllowedDSNs[0], "Redacted must not change the original")
 	assert.Equal(t, "sekrit-jwt-secret", c.JWT.Secret)
+	assert.Equal(t, "sekrit-admin-token", c.Admin.Token)
 
 	j := Default()
 	j.JWT.JWKSURL = "https://user:sekrit@auth.example/jwks.json"
@@ -624,6 +628,7 @@ func TestRedacted(t *testing.T) {
 	// Empty secrets stay empty: an unset value is not a secret.
 	d := Default().Redacted()
 	assert.Empty(t, d.JWT.Secret)
+	assert.Empty(t, d.Admin.Token)
 	assert.Empty(t, d.Sentry.DSN)
 }
 
@@ -633,9 +638,10 @@ func TestYAMLHidesSecrets(t *testing.T) {
 	out := c.YAML()
 	assert.NotContains(t, out, "sekrit")
 	assert.Contains(t, out, "secret: REDACTED")
+	assert.Contains(t, out, "token: REDACTED")
 	assert.Contains(t, out, "dsn: https://REDACTED@o1.ingest.sentry.io/1")
 	assert.Contains(t, out, "url: http://REDACTED@proximity:8765")
-	assert.Equal(t, 6, strings.Count(out, "REDACTED"), out)
+	assert.Equal(t, 7, strings.Count(out, "REDACTED"), out)
 
 	// The redacted output is itself a valid config file.
 	cfg, err := Load(mustWriteConfig(t, out), noEnv, "web-1")
@@ -790,11 +796,30 @@ func TestWarnings(t *testing.T) {
 			change: func(c *Config) {
 				c.JWT.Verify = false
 				c.Upstream.ResponseHeaderTimeout = Duration(time.Minute)
+				c.Admin.Listen = ":9090"
 			},
 			want: []string{
 				"jwt.verify: false: tokens are decoded without checking their signature; users are marked verified: false",
 				"upstream.response_header_timeout: 1m0s: slower upstream answers (long deploys) become 504",
+				`admin.listen: ":9090" is not a loopback address and admin.token (SIDECAR_ADMIN_TOKEN) is not set: whoever reaches it can read /metrics, /sentry-info and the inbox's user data, and send test events`,
 			},
+		},
+		{
+			name: "admin on all interfaces without a token",
+			change: func(c *Config) {
+				c.JWT.Secret = "s"
+				c.Admin.Listen = "0.0.0.0:9090"
+			},
+			want: []string{`admin.listen: "0.0.0.0:9090" is not a loopback address and admin.token (SIDECAR_ADMIN_TOKEN) is not set: whoever reaches it can read /metrics, /sentry-info and the inbox's user data, and send test events`},
+		},
+		{
+			name: "admin on all interfaces with a token",
+			change: func(c *Config) {
+				c.JWT.Secret = "s"
+				c.Admin.Listen = "0.0.0.0:9090"
+				c.Admin.Token = "t0ken"
+			},
+			want: nil,
 		},
 	}
 	for _, tc := range tests {
@@ -804,6 +829,53 @@ func TestWarnings(t *testing.T) {
 			tc.change(&c)
 			require.NoError(t, c.Validate())
 			assert.Equal(t, tc.want, c.Warnings())
+		})
+	}
+}
+
+// TestAdminListenWarning tells loopback addresses from the rest: only
+// loopback without a token is quiet.
+func TestAdminListenWarning(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		listen string
+		warn   bool
+	}{
+		{"127.0.0.1:9090", false},
+		{"127.0.0.2:9090", false},
+		{"[::1]:9090", false},
+		{"[::ffff:127.0.0.1]:9090", false},
+		{"localhost:9090", false},
+		{"LOCALHOST:9090", false},
+		{"127.0.0.1:0", false},
+		{":9090", true},
+		{"0.0.0.0:9090", true},
+		{"[::]:9090", true},
+		{"10.0.0.5:9090", true},
+		{"192.168.1.10:9090", true},
+		{"203.0.113.7:9090", true},
+		{"[2001:db8::1]:9090", true},
+		{"admin.internal:9090", true}, // a name may resolve to anything
+	} {
+		t.Run(tc.listen, func(t *testing.T) {
+			t.Parallel()
+			c := resolvedDefault("web-1")
+			c.JWT.Secret = "s"
+			c.Admin.Listen = tc.listen
+			require.NoError(t, c.Validate())
+			var got []string
+			for _, w := range c.Warnings() {
+				if strings.HasPrefix(w, "admin.listen: ") {
+					got = append(got, w)
+				}
+			}
+			if tc.warn {
+				assert.Len(t, got, 1)
+			} else {
+				assert.Empty(t, got)
+			}
+			c.Admin.Token = "t0ken"
+			assert.Empty(t, c.Warnings(), "a token silences it")
 		})
 	}
 }

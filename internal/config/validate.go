@@ -39,6 +39,10 @@ func (c *Config) Validate() error {
 	if c.Listen == c.Admin.Listen && !strings.HasSuffix(c.Listen, ":0") {
 		add("admin.listen", "must differ from listen (%q): the admin paths would shadow the API's", c.Listen)
 	}
+	if t := c.Admin.Token; t != "" && strings.IndexFunc(t, func(r rune) bool { return r <= ' ' || r == 0x7f }) >= 0 {
+		// Never quote the token: it is a secret.
+		add("admin.token", "must not contain spaces or control characters: it travels as \"Authorization: Bearer <token>\"")
+	}
 
 	if c.Upstream.URL == "" {
 		add("upstream.url", "is required (SIDECAR_UPSTREAM_URL)")
@@ -290,7 +294,25 @@ func (c *Config) Warnings() []string {
 	if c.Upstream.ResponseHeaderTimeout > 0 {
 		w = append(w, fmt.Sprintf("upstream.response_header_timeout: %s: slower upstream answers (long deploys) become 504", c.Upstream.ResponseHeaderTimeout.Std()))
 	}
+	if c.Admin.Token == "" && !loopbackListen(c.Admin.Listen) {
+		w = append(w, fmt.Sprintf("admin.listen: %q is not a loopback address and admin.token (SIDECAR_ADMIN_TOKEN) is not set: whoever reaches it can read /metrics, /sentry-info and the inbox's user data, and send test events", c.Admin.Listen))
+	}
 	return w
+}
+
+// loopbackListen reports whether a listen address binds only loopback:
+// localhost, 127.0.0.0/8 or ::1. An empty host (":9090"), 0.0.0.0, ::, any
+// other address and any other name (it may resolve to anything) are not.
+func loopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return true // Validate reports it; nothing to warn about
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // ParsePrefix reads a CIDR or a single address (as a /32 or /128).
@@ -349,12 +371,15 @@ func dsnProblem(err error) string {
 }
 
 // Redacted returns a copy of c with every secret replaced by REDACTED: the
-// JWT secret, DSN public keys and any credentials in the upstream and JWKS
-// URLs.
+// JWT secret, the admin token, DSN public keys and any credentials in the
+// upstream and JWKS URLs.
 func (c Config) Redacted() Config {
 	const mark = "REDACTED"
 	if c.JWT.Secret != "" {
 		c.JWT.Secret = mark
+	}
+	if c.Admin.Token != "" {
+		c.Admin.Token = mark
 	}
 	c.Sentry.DSN = redactURL(c.Sentry.DSN)
 	c.Tunnel.DSN = redactURL(c.Tunnel.DSN)
