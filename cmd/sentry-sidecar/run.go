@@ -483,6 +483,11 @@ func serve(ctx context.Context, cfg config.Config, stderr io.Writer, started fun
 		zap.String("admin_addr", adminLn.Addr().String()),
 		zap.String("upstream", config.Config{Upstream: cfg.Upstream}.Redacted().Upstream.URL),
 		zap.String("environment", cfg.Sentry.Environment),
+		zap.String("sink", newSentryInfo(cfg).Sink),
+		zap.Float64("traces_sample_rate", *cfg.Sentry.TracesSampleRate),
+		zap.String("tunnel", cfg.Tunnel.Path),
+		zap.String("browser_config", cfg.Browser.ConfigPath),
+		zap.Bool("users", rp.users != nil),
 		zap.String("version", version))
 
 	serveErr := make(chan error, 2)

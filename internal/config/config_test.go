@@ -813,6 +813,26 @@ func TestWarnings(t *testing.T) {
 			want: []string{`admin.listen: "0.0.0.0:9090" is not a loopback address and admin.token (SIDECAR_ADMIN_TOKEN) is not set: whoever reaches it can read /metrics, /sentry-info and the inbox's user data, and send test events`},
 		},
 		{
+			name:   "production without a DSN",
+			change: func(c *Config) { c.JWT.Secret = "s"; c.Sentry.DSN = "" },
+			want:   []string{"sentry.dsn: empty in production: events stay in the local inbox on the admin listener and never reach Sentry"},
+		},
+		{
+			name:   "development with a DSN and no debug",
+			change: func(c *Config) { c.JWT.Secret = "s"; c.Sentry.Environment = Development },
+			want:   []string{"sentry.environment: development (set, or detected from the hostname) with a DSN: events go to the local inbox, not to Sentry, unless sentry.debug is true"},
+		},
+		{
+			name:   "development with a DSN and debug",
+			change: func(c *Config) { c.JWT.Secret = "s"; c.Sentry.Environment = Development; c.Sentry.Debug = true },
+			want:   nil,
+		},
+		{
+			name:   "every request traced in production",
+			change: func(c *Config) { c.JWT.Secret = "s"; one := 1.0; c.Sentry.TracesSampleRate = &one },
+			want:   []string{"sentry.traces_sample_rate: 1 in production: every request becomes a transaction, which costs CPU and Sentry quota"},
+		},
+		{
 			name: "admin on all interfaces with a token",
 			change: func(c *Config) {
 				c.JWT.Secret = "s"
@@ -826,6 +846,7 @@ func TestWarnings(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			c := resolvedDefault("web-1")
+			c.Sentry.DSN = "https://key@o1.ingest.sentry.io/1" // production with a DSN: no warning of its own
 			tc.change(&c)
 			require.NoError(t, c.Validate())
 			assert.Equal(t, tc.want, c.Warnings())
@@ -861,6 +882,7 @@ func TestAdminListenWarning(t *testing.T) {
 			t.Parallel()
 			c := resolvedDefault("web-1")
 			c.JWT.Secret = "s"
+			c.Sentry.DSN = "https://key@o1.ingest.sentry.io/1"
 			c.Admin.Listen = tc.listen
 			require.NoError(t, c.Validate())
 			var got []string

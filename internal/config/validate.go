@@ -294,6 +294,15 @@ func (c *Config) Warnings() []string {
 	if c.Upstream.ResponseHeaderTimeout > 0 {
 		w = append(w, fmt.Sprintf("upstream.response_header_timeout: %s: slower upstream answers (long deploys) become 504", c.Upstream.ResponseHeaderTimeout.Std()))
 	}
+	switch {
+	case c.Sentry.Environment == Production && c.Sentry.DSN == "":
+		w = append(w, "sentry.dsn: empty in production: events stay in the local inbox on the admin listener and never reach Sentry")
+	case c.Sentry.Environment == Development && c.Sentry.DSN != "" && !c.Sentry.Debug:
+		w = append(w, "sentry.environment: development (set, or detected from the hostname) with a DSN: events go to the local inbox, not to Sentry, unless sentry.debug is true")
+	}
+	if c.Sentry.Environment == Production && c.Sentry.TracesSampleRate != nil && *c.Sentry.TracesSampleRate >= 1 {
+		w = append(w, "sentry.traces_sample_rate: 1 in production: every request becomes a transaction, which costs CPU and Sentry quota")
+	}
 	if c.Admin.Token == "" && !loopbackListen(c.Admin.Listen) {
 		w = append(w, fmt.Sprintf("admin.listen: %q is not a loopback address and admin.token (SIDECAR_ADMIN_TOKEN) is not set: whoever reaches it can read /metrics, /sentry-info and the inbox's user data, and send test events", c.Admin.Listen))
 	}
