@@ -81,6 +81,7 @@ type Proxy struct {
 	mu       sync.Mutex
 	upgraded map[*upgradedConn]struct{}
 	handlers sync.WaitGroup // requests being served, for Wait
+	lastWarn sync.Map       // error kind → *atomic.Int64, unix nanoseconds of its last warning
 }
 
 var _ http.Handler = (*Proxy)(nil)
@@ -504,8 +505,22 @@ func (p *Proxy) errorHandler(w http.ResponseWriter, r *http.Request, err error) 
 		w.WriteHeader(status)
 		return
 	}
-	p.log.Warn("upstream error", zap.String("request_id", st.id), zap.String("kind", kind), zap.Error(err))
+	if p.warnNow(kind) {
+		// One line a second per kind: an outage must not write a warning
+		// for every request (the access log has each one already).
+		p.log.Warn("upstream error", zap.String("request_id", st.id), zap.String("kind", kind), zap.Error(err))
+	}
 	writeError(w, status, errorMessage(status), st.id)
+}
+
+// warnNow reports whether a warning of kind may be logged now: at most
+// one a second per kind.
+func (p *Proxy) warnNow(kind string) bool {
+	now := p.now().UnixNano()
+	v, _ := p.lastWarn.LoadOrStore(kind, new(atomic.Int64))
+	last := v.(*atomic.Int64)
+	prev := last.Load()
+	return now-prev >= int64(time.Second) && last.CompareAndSwap(prev, now)
 }
 
 // writeError writes the small JSON error body the sidecar answers with.
