@@ -1,6 +1,10 @@
 package enrich
 
-import "testing"
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
 
 func TestSensitiveKey(t *testing.T) {
 	t.Parallel()
@@ -100,6 +104,44 @@ func FuzzScrubQuery(f *testing.F) {
 		}
 		if anySensitiveParam(got) && ScrubQuery(got) != got {
 			t.Fatalf("not idempotent: %q -> %q -> %q", raw, got, ScrubQuery(got))
+		}
+	})
+}
+
+// FuzzScrubText: scrubbing never panics, is idempotent, and leaves no
+// value after a "password=" it was given.
+func FuzzScrubText(f *testing.F) {
+	for _, s := range []string{"", "password=hunter2", `{"token": "abc", "a": 1}`, "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", "token=[Filtered]&a=1", "\xff\xfe"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		once := ScrubText(s)
+		if twice := ScrubText(once); twice != once {
+			t.Fatalf("not idempotent: %q -> %q -> %q", s, once, twice)
+		}
+		in := "password=" + s + " "
+		if out := ScrubText(in); strings.Contains(out, "password="+s+" ") && s != "" && !strings.ContainsAny(s[:1], " \t\n\r,;&}]\"'[") {
+			t.Fatalf("a password value survived: %q -> %q", in, out)
+		}
+	})
+}
+
+// FuzzScrubJSON: any JSON document scrubs without panicking, and a
+// "password" key at the top never keeps its value.
+func FuzzScrubJSON(f *testing.F) {
+	for _, s := range []string{`{}`, `{"password":"x","a":[{"token":"y"}]}`, `[1,"a",null]`, `"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, doc string) {
+		var v any
+		if json.Unmarshal([]byte(doc), &v) != nil {
+			return
+		}
+		out := ScrubJSON(v)
+		if m, ok := out.(map[string]any); ok {
+			if pw, ok := m["password"]; ok && pw != Filtered {
+				t.Fatalf("password kept: %v", pw)
+			}
 		}
 	})
 }

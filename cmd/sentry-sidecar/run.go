@@ -194,6 +194,8 @@ func checkCmd(args []string, lookupEnv func(string) (string, bool), stdout, stde
 		return err
 	}
 	defer rp.close(cfg.Shutdown.FlushTimeout.Std())
+	// It can take seconds (up to 15): say so, rather than seem to hang.
+	fmt.Fprintf(stderr, "sending a test event to %s (waiting up to 15s for the answer)...\n", newSentryInfo(cfg).Sink)
 	res := rp.sendTestEvent(ctx, 15*time.Second)
 	fmt.Fprintf(stderr, "test event %s to %s: delivered=%t %s %s\n", res.EventID, res.Sink, res.Delivered, res.Outcome, res.Error)
 	if !res.Delivered {

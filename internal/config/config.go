@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sentry-sidecar/sentry-sidecar/tunnel"
 )
 
 // Config is the whole configuration. The YAML keys and environment variable
@@ -274,17 +276,9 @@ func Default() Config {
 			AllowedOrigins: []string{},
 			SetUser:        true,
 			Scrub:          true,
-			Limits: TunnelLimits{
-				Body:         20 << 20,
-				Decompressed: 100 << 20,
-				Event:        1 << 20,
-				Replay:       10 << 20,
-				Attachment:   20 << 20,
-				Session:      100 << 10,
-				Items:        100,
-			},
-			ClientRate: Throttle{Burst: 100, Every: Duration(100 * time.Millisecond)},
-			Timeout:    Duration(10 * time.Second),
+			Limits:         tunnelLimits(tunnel.DefaultLimits()),
+			ClientRate:     Throttle{Burst: 100, Every: Duration(100 * time.Millisecond)},
+			Timeout:        Duration(10 * time.Second),
 		},
 		Browser: Browser{ReplaysSessionSampleRate: 0.1, ReplaysOnErrorSampleRate: 1.0},
 		Inbox:   Inbox{Size: 200},
@@ -388,4 +382,18 @@ func (s *Size) UnmarshalText(b []byte) error {
 	}
 	*s = Size(n * mult)
 	return nil
+}
+
+// tunnelLimits is the tunnel's own defaults in config form: one place
+// knows them.
+func tunnelLimits(l tunnel.Limits) TunnelLimits {
+	return TunnelLimits{
+		Body:         Size(l.Body),
+		Decompressed: Size(l.Decompressed),
+		Event:        Size(l.Event),
+		Replay:       Size(l.Replay),
+		Attachment:   Size(l.Attachment),
+		Session:      Size(l.Session),
+		Items:        l.Items,
+	}
 }
