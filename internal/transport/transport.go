@@ -259,6 +259,14 @@ func (t *Transport) SendEvent(event *sentry.Event) {
 	// were told to drain.
 	j.seq = t.nextSeq
 	t.nextSeq++
+	if category != CategoryError && len(t.queue) >= cap(t.queue)/2 {
+		// Errors first: with Sentry slow or down and tracing on,
+		// transactions outnumber errors and would fill the queue, so they
+		// get half of it and errors keep the rest.
+		t.mu.Unlock()
+		t.finish(j.eventID, category, OutcomeQueueFull, j)
+		return
+	}
 	select {
 	case t.queue <- j:
 		t.mu.Unlock()

@@ -528,3 +528,30 @@ func TestClassify(t *testing.T) {
 		})
 	}
 }
+
+// TestErrorsFirst: with Sentry hanging, transactions fill at most half the
+// queue, so errors captured later still find room.
+func TestErrorsFirst(t *testing.T) {
+	t.Parallel()
+	srv := sentrytest.NewServer(t)
+	srv.SetHang(true)
+	const queue = 10
+	tr, reg := mustTransport(t, Options{
+		DSN: srv.DSN(testKey, 1), Workers: 1, QueueSize: queue, CloseTimeout: 100 * time.Millisecond,
+		HTTPClient: &http.Client{Timeout: 30 * time.Second},
+	})
+	tr.SendEvent(newEvent("occupies the one worker"))
+	srv.WaitRequests(t, 1, 5*time.Second)
+	for range 3 * queue {
+		tr.SendEvent(newTransaction("GET /x"))
+	}
+	assert.Equal(t, queue/2, tr.Stats().Queued, "transactions take half the queue")
+	for range queue / 2 {
+		tr.SendEvent(newEvent("still fits"))
+	}
+	assert.Equal(t, queue, tr.Stats().Queued, "errors take the rest")
+	assert.Equal(t, float64(3*queue-queue/2), mustCounter(t, reg, CategoryTransaction, OutcomeQueueFull))
+	assert.Equal(t, 0.0, mustCounter(t, reg, CategoryError, OutcomeQueueFull))
+	tr.SendEvent(newEvent("one too many"))
+	assert.Equal(t, 1.0, mustCounter(t, reg, CategoryError, OutcomeQueueFull), "a full queue is full for errors too")
+}
