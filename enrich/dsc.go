@@ -13,20 +13,6 @@ import "github.com/getsentry/sentry-go"
 // had started it. The root transaction's baggage still holds the right one.
 const DSCContext = "sentry_sidecar.dsc"
 
-// DSCFromBaggage is the Sentry members of a baggage header as the context
-// to stash under DSCContext, or nil when it has none.
-func DSCFromBaggage(baggage string) sentry.Context {
-	dsc, err := sentry.DynamicSamplingContextFromHeader([]byte(baggage))
-	if err != nil || !dsc.HasEntries() {
-		return nil
-	}
-	c := make(sentry.Context, len(dsc.Entries))
-	for k, v := range dsc.Entries {
-		c[k] = v
-	}
-	return c
-}
-
 // TakeDSC removes the stashed sampling context from ev and returns it, or
 // nil when there is none.
 func TakeDSC(ev *sentry.Event) map[string]string {

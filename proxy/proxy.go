@@ -202,6 +202,8 @@ type reqState struct {
 	body        *bodyReader
 
 	path           string       // as the client sent it
+	ignored        bool         // path is in ignore_paths: no event, no transaction
+	captured       bool         // the upstream's status is one to report
 	user           *enrich.User // from a valid token; nil: anonymous
 	userVal        enrich.User  // storage for user, saving an allocation
 	upstreamStatus int
@@ -270,7 +272,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = st.body
 	}
 	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
-	if rp.Client != nil && !rp.ignored(st.path) {
+	st.ignored = rp.ignored(st.path)
+	if rp.Client != nil && !st.ignored {
 		if sampled, rate := p.sampler.sampled(r.Header, r.Method, st.route); sampled {
 			r = p.startTransaction(r, st, rate)
 		}
@@ -478,13 +481,13 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	st.upstreamStatus = res.StatusCode
 	res.Header.Set(RequestIDHeader, st.id)
 	rp := &p.cfg.Report
-	captured := rp.captures(res.StatusCode) && !rp.ignored(st.path)
+	st.captured = rp.captures(res.StatusCode) && !st.ignored
 	// A successful action without a user may be a login: keep the answer's
 	// start to learn who logged in.
 	login := st.action != nil && st.user == nil && rp.Trails != nil && res.StatusCode < 400
 	// Never below 200: a 101's body is the upgraded connection itself, and
 	// ReverseProxy needs it as it is (an io.ReadWriteCloser).
-	if (captured || login) && res.StatusCode >= 200 {
+	if (st.captured || login) && res.StatusCode >= 200 {
 		st.contentType = res.Header.Get("Content-Type")
 		st.tee = &teeBody{ReadCloser: res.Body}
 		res.Body = st.tee

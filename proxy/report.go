@@ -161,8 +161,8 @@ func (p *Proxy) report(r *http.Request, st *reqState, status int, dur time.Durat
 	}
 	kind := ""
 	switch {
-	case rp.Client == nil || rp.ignored(st.path):
-	case st.tee != nil && rp.captures(st.upstreamStatus):
+	case rp.Client == nil || st.ignored:
+	case st.captured && st.tee != nil:
 		kind, status = eventUpstream, st.upstreamStatus
 	case st.errKind != "" && st.errKind != KindClientClosed:
 		kind = eventProxyError // refused, timeout, or an answer cut mid-body

@@ -137,3 +137,38 @@ func TestUpgradeOnAnActionRoute(t *testing.T) {
 	assert.Equal(t, "echo hello\n", line)
 	_, _ = io.Copy(io.Discard, br)
 }
+
+// TestIgnorePaths: an ignored path (exact, or a prefix ending in "*")
+// makes no event and no transaction, whatever its status; other paths do.
+func TestIgnorePaths(t *testing.T) {
+	t.Parallel()
+	upstream := mustUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+	})
+	transport := &sentry.MockTransport{}
+	client, err := sentry.NewClient(sentry.ClientOptions{
+		Dsn: "http://public@127.0.0.1:1/1", Transport: transport, Release: "t",
+		EnableTracing: true, TracesSampleRate: 1, TraceIgnoreStatusCodes: [][]int{},
+		DisableMetrics: true, DisableClientReports: true,
+	})
+	require.NoError(t, err)
+	defer client.Close()
+	f := mustProxy(t, upstream.URL, func(c *Config) {
+		c.Report = Report{
+			Client: client, Scope: sentry.NewScope(), Capture: []StatusRange{{500, 599}},
+			TracesSampleRate: 1, IgnorePaths: []string{"/health", "/static/*"},
+		}
+	})
+	for _, path := range []string{"/health", "/static/app.js", "/api/x"} {
+		res, err := f.srv.Client().Get(f.srv.URL + path)
+		require.NoError(t, err)
+		res.Body.Close()
+	}
+	require.Eventually(t, func() bool { return len(transport.Events()) >= 2 }, waitTimeout, 5*time.Millisecond)
+	time.Sleep(50 * time.Millisecond)
+	events := transport.Events()
+	require.Len(t, events, 2, "one event and one transaction, both for /api/x")
+	for _, ev := range events {
+		assert.Contains(t, ev.Transaction, "/api/x")
+	}
+}
