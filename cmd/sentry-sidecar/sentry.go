@@ -205,9 +205,11 @@ func (rp *reporting) browserHandlers(cfg config.Config, px *proxy.Proxy, log *za
 			},
 			HTTPClient: &http.Client{Timeout: cfg.Tunnel.Timeout.Std()},
 			ClientIP:   px.ClientIP,
-			PerIP:      tunnel.Rate{Burst: cfg.Tunnel.ClientRate.Burst, Every: cfg.Tunnel.ClientRate.Every.Std()},
 			Registerer: reg,
 			Log:        log.Named("tunnel"),
+		}
+		if cfg.Tunnel.ClientRate.Burst > 0 { // 0 turns the limit off, whatever every says
+			opts.PerIP = tunnel.Rate{Burst: cfg.Tunnel.ClientRate.Burst, Every: cfg.Tunnel.ClientRate.Every.Std()}
 		}
 		if cfg.Tunnel.SetUser && rp.users != nil {
 			users, cookie := rp.users, cfg.JWT.Cookie

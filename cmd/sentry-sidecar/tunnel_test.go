@@ -93,6 +93,23 @@ func TestTunnelForwardsWithTheRealDSN(t *testing.T) {
 	assert.Contains(t, body, "sentry-public_key=realbrowserkey0123456789abcdef00,other=1")
 }
 
+// TestTunnelClientRateOff: client_rate.burst 0 turns the per-IP limit
+// off, as documented, with every left at its default. It once made the
+// tunnel refuse to start ("Burst and Every must both be positive").
+func TestTunnelClientRateOff(t *testing.T) {
+	t.Parallel()
+	api := httptest.NewServer(demo.New(demo.Options{}))
+	defer api.Close()
+	s := mustStartSidecar(t, upstreamConfig(api.URL, "shutdown:\n  drain_delay: 0s\nsentry:\n  environment: development\n"+
+		"tunnel:\n  path: /api/v1/beacon\n  client_rate:\n    burst: 0\nbrowser:\n  config_path: /sentry-browser-config.js\n"), nil)
+	base := "http://" + s.main
+	placeholder := mustBrowserConfig(t, base)["dsn"].(string)
+	for i := range 150 { // past the default burst of 100
+		code, body := mustDo(t, "POST", base+"/api/v1/beacon", "", browserEnvelope(placeholder), nil)
+		require.Equal(t, http.StatusOK, code, "envelope %d: %s", i, body)
+	}
+}
+
 // TestTunnelToInboxInDevelopment: without sending to Sentry, browser
 // events land in the local inbox like server events.
 func TestTunnelToInboxInDevelopment(t *testing.T) {
