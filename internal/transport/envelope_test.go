@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 	"time"
@@ -16,6 +17,29 @@ import (
 type panicky struct{}
 
 func (panicky) MarshalJSON() ([]byte, error) { panic("boom") }
+
+// TestEventEncoding: newJob calls Event.MarshalJSON itself, which halves
+// the cost of encoding (json.Marshal would compact and re-escape the
+// method's output once more, BENCHMARKS.md). The bytes must be what
+// json.Marshal gives, for an error event, a transaction, and an event
+// whose text holds characters json.Marshal escapes (<, >, &, U+2028).
+func TestEventEncoding(t *testing.T) {
+	t.Parallel()
+	escapes := richEvent()
+	escapes.Message = "<script>&\u2028</script>"
+	escapes.Contexts = map[string]sentry.Context{"html": {"b": "<b>&</b>", "nested": map[string]any{"z": 1, "a": []any{"<", 2.5}}}}
+	for name, ev := range map[string]*sentry.Event{"error": richEvent(), "transaction": mustFinishedTransaction(t), "escapes": escapes} {
+		t.Run(name, func(t *testing.T) {
+			want, err := json.Marshal(ev)
+			require.NoError(t, err)
+			j, err := newJob(ev, "http://k@127.0.0.1:1/1", sdkInfo{})
+			require.NoError(t, err)
+			_, payload, ok := bytes.Cut(j.items, []byte("\n"))
+			require.True(t, ok)
+			assert.Equal(t, string(want)+"\n", string(payload))
+		})
+	}
+}
 
 func TestNewJob(t *testing.T) {
 	t.Parallel()
