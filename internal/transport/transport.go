@@ -27,9 +27,13 @@ import (
 	"go.uber.org/zap"
 )
 
-// Defaults for Options.
+// Defaults for Options. DefaultWorkers is high because a send waits a
+// whole round trip: with 4, a loaded sidecar whose Sentry answered within
+// milliseconds delivered 500 transactions/s and dropped the rest
+// (BENCHMARKS.md); a real Sentry is 50–200 ms away. Idle workers cost a
+// parked goroutine each.
 const (
-	DefaultWorkers      = 4
+	DefaultWorkers      = 32
 	DefaultQueueSize    = 1000
 	DefaultTimeout      = 5 * time.Second
 	DefaultCloseTimeout = 2 * time.Second
