@@ -167,9 +167,12 @@ func TestRunProxiesAndServesAdmin(t *testing.T) {
 	code, _ = mustGet(t, "http://"+s.admin+"/inbox")
 	assert.Equal(t, http.StatusOK, code, "no DSN: events stay in the inbox")
 
-	// The access log has one JSON line for the proxied request.
-	assert.Contains(t, s.logs.String(), `"msg":"request"`)
-	assert.Contains(t, s.logs.String(), `"path":"/health"`)
+	// The access log has one JSON line for the proxied request, written
+	// within the log's flush interval.
+	assert.Eventually(t, func() bool {
+		logs := s.logs.String()
+		return strings.Contains(logs, `"msg":"request"`) && strings.Contains(logs, `"path":"/health"`)
+	}, 10*logFlushInterval, 10*time.Millisecond, "no access-log line")
 }
 
 func TestRunReadinessFollowsUpstream(t *testing.T) {
