@@ -108,6 +108,49 @@ func FuzzScrubQuery(f *testing.F) {
 	})
 }
 
+// sensitiveKeyByDefinition is SensitiveKey as first written: lower-case
+// by Unicode's rules, dashes as underscores, then a plain search for each
+// word. The one-pass wordSet must agree with it on every key.
+func sensitiveKeyByDefinition(key string) bool {
+	k := strings.ReplaceAll(strings.ToLower(key), "-", "_")
+	for _, w := range sensitiveWords {
+		if strings.Contains(k, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// textHasWordByDefinition is what ScrubText's word check means: text
+// lower-cased by Unicode's rules holds a sensitive word or a credential
+// scheme.
+func textHasWordByDefinition(s string) bool {
+	l := strings.ToLower(s)
+	for _, w := range append(append([]string{}, sensitiveWords...), credentialSchemes...) {
+		if strings.Contains(l, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// FuzzWordSet: the one-pass word search agrees with the definition, for
+// keys (dashes as underscores) and for text, including non-ASCII text
+// whose lower case holds a word (the Kelvin sign K lower-cases to k).
+func FuzzWordSet(f *testing.F) {
+	for _, s := range []string{"", "password", "X-Api-Key", "api-key", "TO\u212aEN", "pass", "ssecret", "xsrf", "au", "\xff\xfe", "private-key", "mysql-pwd", "éauth"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := SensitiveKey(s), sensitiveKeyByDefinition(s); got != want {
+			t.Fatalf("SensitiveKey(%q) = %v, want %v", s, got, want)
+		}
+		if got, want := textWords.in(s), textHasWordByDefinition(s); got != want {
+			t.Fatalf("textWords.in(%q) = %v, want %v", s, got, want)
+		}
+	})
+}
+
 // FuzzScrubText: scrubbing never panics, is idempotent, and leaves no
 // value after a "password=" it was given.
 func FuzzScrubText(f *testing.F) {
