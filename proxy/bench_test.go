@@ -9,7 +9,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -118,7 +117,7 @@ func (d *discardTransport) SendEvent(ev *sentry.Event) {
 		d.events.Add(1)
 		return
 	}
-	if _, err := json.Marshal(ev); err != nil {
+	if _, err := ev.MarshalJSON(); err != nil { // as internal/transport encodes
 		d.encodeErrs.Add(1)
 	}
 	d.txs.Add(1)
@@ -164,6 +163,7 @@ func newSidecarProxy(tb testing.TB, upstream string, log *zap.Logger, traces ben
 		BeforeSend:           func(ev *sentry.Event, _ *sentry.EventHint) *sentry.Event { return enrich.ScrubEvent(ev) },
 		DisableClientReports: true,
 		DisableMetrics:       true,
+		Integrations:         Integrations,
 	}
 	if traces.on {
 		// As cmd/sentry-sidecar's newReporting sets them.

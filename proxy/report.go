@@ -393,3 +393,25 @@ func (r *Report) mapPublicKey(h http.Header) {
 		}
 	}
 }
+
+// Integrations is the sentry.ClientOptions.Integrations filter for a client
+// that reports for the proxy: sentry-go's defaults without
+//
+//   - GlobalTags, which reads SENTRY_TAGS_* from the environment behind the
+//     configuration's back;
+//   - Environment and Modules, the sidecar's own Go runtime, host and module
+//     list, on events about someone else's API: misleading there, and
+//     encoding them was a fifth of each transaction's allocations
+//     (BENCHMARKS.md). The base scope's tags say which sidecar sent an
+//     event.
+func Integrations(in []sentry.Integration) []sentry.Integration {
+	out := in[:0]
+	for _, i := range in {
+		switch i.Name() {
+		case "GlobalTags", "Environment", "Modules":
+		default:
+			out = append(out, i)
+		}
+	}
+	return out
+}

@@ -68,17 +68,7 @@ func newReporting(ctx context.Context, cfg config.Config, log *zap.Logger, reg p
 		// would only be kept in memory by a custom transport.
 		DisableClientReports: true,
 		DisableMetrics:       true,
-		Integrations: func(in []sentry.Integration) []sentry.Integration {
-			out := in[:0]
-			for _, i := range in {
-				// SENTRY_TAGS_* would read the environment behind the
-				// config's back.
-				if i.Name() != "GlobalTags" {
-					out = append(out, i)
-				}
-			}
-			return out
-		},
+		Integrations:         proxy.Integrations,
 	}
 	if toSentry(cfg) {
 		tr, err := transport.New(transport.Options{
