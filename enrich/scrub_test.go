@@ -2,8 +2,11 @@ package enrich
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/getsentry/sentry-go"
 )
 
 func TestSensitiveKey(t *testing.T) {
@@ -187,4 +190,56 @@ func FuzzScrubJSON(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestScrubJSONCopiesOnlyWhatChanges: the input is never written (base
+// scope contexts are shared by concurrent captures), and what has nothing
+// to hide comes back as the same map, not a copy.
+func TestScrubJSONCopiesOnlyWhatChanges(t *testing.T) {
+	t.Parallel()
+	clean := map[string]any{"host": "pve.local", "port": 8006.0, "tags": []any{"a", "b"}}
+	in := map[string]any{
+		"proxmox": clean,
+		"login":   map[string]any{"password": "hunter2", "user": "root"},
+		"list":    []any{"ok", "Bearer abc.def"},
+	}
+	snapshot, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := ScrubJSON(in).(map[string]any)
+	after, _ := json.Marshal(in)
+	if string(after) != string(snapshot) {
+		t.Fatalf("the input was written:\n%s\n%s", snapshot, after)
+	}
+	if reflect.ValueOf(out["proxmox"]).UnsafePointer() != reflect.ValueOf(clean).UnsafePointer() {
+		t.Error("a clean map was copied")
+	}
+	if got := out["login"].(map[string]any)["password"]; got != Filtered {
+		t.Errorf("password = %v", got)
+	}
+	if got := out["list"].([]any)[1]; got != "Bearer "+Filtered {
+		t.Errorf("list[1] = %v", got)
+	}
+	if same := ScrubJSON(clean); reflect.ValueOf(same).UnsafePointer() != reflect.ValueOf(clean).UnsafePointer() {
+		t.Error("a clean document was copied")
+	}
+}
+
+// TestScrubEventLeavesTrailAlone: a breadcrumb's data belongs to the
+// user's trail, which later events share; scrubbing its URL's query makes
+// a copy.
+func TestScrubEventLeavesTrailAlone(t *testing.T) {
+	t.Parallel()
+	// mysql-pwd: a key ScrubQuery knows (dash for underscore) and the text
+	// expressions do not, so only the URL step changes the data.
+	data := map[string]any{"url": "/api/v1/apps?mysql-pwd=abc&page=2", "method": "GET"}
+	ev := &sentry.Event{Breadcrumbs: []*sentry.Breadcrumb{{Category: "request", Data: data}}}
+	ScrubEvent(ev)
+	if got := ev.Breadcrumbs[0].Data["url"]; got != "/api/v1/apps?mysql-pwd="+Filtered+"&page=2" {
+		t.Errorf("event url = %v", got)
+	}
+	if got := data["url"]; got != "/api/v1/apps?mysql-pwd=abc&page=2" {
+		t.Errorf("the trail's breadcrumb was written: %v", got)
+	}
 }
