@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -48,6 +49,9 @@ type Options struct {
 	// its own CheckRedirect), since following one would let Sentry's answer
 	// choose a host (shelf.nu PR #2874, tunnel.md §B3.1).
 	HTTPClient *http.Client
+	// Timeout bounds each call to Sentry with the Handler's own client; 0
+	// means DefaultTimeout. A given HTTPClient keeps its own.
+	Timeout time.Duration
 	// ClientIP returns the trusted client address of a request (the
 	// proxy's trusted-proxy rules); nil means RemoteAddr's host.
 	ClientIP func(*http.Request) string
@@ -229,7 +233,7 @@ func New(o Options) (*Handler, error) {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = 32 // browser traffic comes in bursts (page unloads)
 		h.ownTransport = t
-		h.client = &http.Client{Transport: t, Timeout: DefaultTimeout}
+		h.client = &http.Client{Transport: t, Timeout: cmp.Or(o.Timeout, DefaultTimeout)}
 	} else {
 		c := *o.HTTPClient
 		h.client = &c

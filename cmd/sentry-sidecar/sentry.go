@@ -193,7 +193,10 @@ func (rp *reporting) browserHandlers(cfg config.Config, px *proxy.Proxy, log *za
 				Session:      int64(cfg.Tunnel.Limits.Session),
 				Items:        cfg.Tunnel.Limits.Items,
 			},
-			HTTPClient: &http.Client{Timeout: cfg.Tunnel.Timeout.Std()},
+			// The tunnel's own client, not a bare http.Client: that would
+			// share http.DefaultTransport, which keeps 2 idle connections
+			// per host, and a burst of envelopes would dial Sentry anew.
+			Timeout:    cfg.Tunnel.Timeout.Std(),
 			ClientIP:   px.ClientIP,
 			Registerer: reg,
 			Log:        log.Named("tunnel"),
