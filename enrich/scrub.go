@@ -65,22 +65,25 @@ func newWordSet(dash bool, lists ...[]string) *wordSet {
 	return ws
 }
 
-// in reports whether s contains one of the words. Text that is not ASCII
-// is lower-cased by Unicode's rules first, so that what strings.ToLower
-// folds into a word (the Kelvin sign into k) still counts.
-func (ws *wordSet) in(s string) bool {
+// in reports whether s contains one of the words.
+func (ws *wordSet) in(s string) bool { return hasWord(ws, s) }
+
+// hasWord reports whether s contains one of ws's words. Text that is not
+// ASCII is lower-cased by Unicode's rules first, so that what
+// strings.ToLower folds into a word (the Kelvin sign into k) still counts.
+func hasWord[T string | []byte](ws *wordSet, s T) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= utf8.RuneSelf {
-			return ws.inASCII(strings.ToLower(s))
+			return hasWordASCII(ws, strings.ToLower(string(s)))
 		}
 	}
-	return ws.inASCII(s)
+	return hasWordASCII(ws, s)
 }
 
-func (ws *wordSet) inASCII(s string) bool {
+func hasWordASCII[T string | []byte](ws *wordSet, s T) bool {
 	for i := 0; i < len(s); i++ {
 		for _, w := range ws.first[s[i]] {
-			if ws.at(s[i:], w) {
+			if wordAt(ws, s[i:], w) {
 				return true
 			}
 		}
@@ -88,9 +91,9 @@ func (ws *wordSet) inASCII(s string) bool {
 	return false
 }
 
-// at reports whether s starts with w, whose first letter is known to
+// wordAt reports whether s starts with w, whose first letter is known to
 // match.
-func (ws *wordSet) at(s, w string) bool {
+func wordAt[T string | []byte](ws *wordSet, s T, w string) bool {
 	if len(s) < len(w) {
 		return false
 	}

@@ -1,6 +1,11 @@
 package enrich
 
-import "strings"
+import (
+	"bytes"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
 
 // ScrubEventMap is ScrubEvent for an event that exists only as decoded JSON:
 // a browser SDK's event or transaction passing through the tunnel, which the
@@ -108,5 +113,38 @@ func scrubPairs(pairs []any) {
 			continue
 		}
 		pair[1] = ScrubJSON(pair[1])
+	}
+}
+
+// JSONMayNeedScrub reports whether ScrubJSON could change the value encoded
+// in raw, a JSON document: it holds a sensitive word (as a key or in text,
+// in any case, a dash for an underscore), something that may be a JWT, an
+// escape that could spell either (\u of a letter, a digit, _ or -, or of
+// anything beyond ASCII, which may lower-case into a letter), or bytes that
+// are not UTF-8. It looks at the bytes only, so the tunnel can leave what
+// has nothing to hide (a stack trace, mostly) undecoded.
+func JSONMayNeedScrub(raw []byte) bool {
+	return hasWord(keyWords, raw) || hasWord(textWords, raw) ||
+		bytes.Contains(raw, []byte("eyJ")) || escapesWordByte(raw) || !utf8.Valid(raw)
+}
+
+// escapesWordByte reports whether raw holds a \u escape of a byte a word or
+// a JWT could be made of. Escapes of control characters and of <, > and &,
+// which encoders write, are harmless.
+func escapesWordByte(raw []byte) bool {
+	for rest := raw; ; {
+		i := bytes.Index(rest, []byte(`\u`))
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+2:]
+		if len(rest) < 4 {
+			return true // malformed: let the decoder say so
+		}
+		r, err := strconv.ParseUint(string(rest[:4]), 16, 16)
+		if err != nil || r >= utf8.RuneSelf || r == '_' || r == '-' ||
+			'0' <= r && r <= '9' || 'a' <= r|0x20 && r|0x20 <= 'z' {
+			return true
+		}
 	}
 }

@@ -81,3 +81,31 @@ func TestScrubEventMap(t *testing.T) {
 		t.Error("ScrubEventMap(nil) != nil")
 	}
 }
+
+func TestJSONMayNeedScrub(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		raw  string
+		want bool
+	}{
+		{`{"frames":[{"filename":"index.js","lineno":1}]}`, false},
+		{`"div \u003e button \u0026 \u0001"`, false}, // what encoders escape
+		{`{"Password":1}`, true},
+		{`{"X-API-KEY":1}`, true},
+		{`{"mysql-pwd":1}`, true},
+		{`"Bearer x"`, true},
+		{`"eyJhbGciOiJIUzI1NiJ9.e30.c2ln"`, true},
+		{`"\u0074oken=1"`, true}, // a letter
+		{`"\u005f"`, true},       // _
+		{`"\u212a"`, true},       // beyond ASCII: K lower-cases to k
+		{`"\u00"`, true},         // malformed
+		{"\"\xff\"", true},       // not UTF-8
+		{`"caf\u00e9 ok"`, true}, // beyond ASCII, conservatively
+		{`"café ok"`, false},
+	}
+	for _, tc := range tests {
+		if got := JSONMayNeedScrub([]byte(tc.raw)); got != tc.want {
+			t.Errorf("JSONMayNeedScrub(%s) = %v, want %v", tc.raw, got, tc.want)
+		}
+	}
+}

@@ -583,20 +583,16 @@ func (h *Handler) enrich(env *Envelope, r *http.Request, ip string) error {
 		if !setUser && !scrub {
 			continue
 		}
-		ev, err := decodeEvent(it.Payload)
-		if err != nil {
-			return fmt.Errorf("item %d (%s): payload is not a JSON object", i, it.Type)
-		}
+		var u any
 		if setUser {
 			// The page's own user (whatever it claims) is replaced.
-			ev["user"] = user.Sentry(ip)
+			u = user.Sentry(ip)
 			users++
 		}
 		if scrub {
-			enrich.ScrubEventMap(ev)
 			scrubbed++
 		}
-		p, err := encodeObject(ev)
+		p, err := rewriteEvent(it.Payload, u, scrub)
 		if err != nil {
 			return fmt.Errorf("item %d (%s): %w", i, it.Type, err)
 		}
@@ -605,30 +601,6 @@ func (h *Handler) enrich(env *Envelope, r *http.Request, ip string) error {
 	h.m.usersSet.Add(float64(users))
 	h.m.scrubbed.Add(float64(scrubbed))
 	return nil
-}
-
-// decodeEvent decodes an item's JSON object keeping numbers as written.
-func decodeEvent(p []byte) (map[string]any, error) {
-	dec := json.NewDecoder(bytes.NewReader(p))
-	dec.UseNumber()
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil {
-		return nil, err
-	}
-	if m == nil || dec.More() {
-		return nil, errors.New("not a single JSON object")
-	}
-	return m, nil
-}
-
-func encodeObject(m map[string]any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(m); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // forward sends the envelope to Target and relays the answer. The send is
