@@ -13,6 +13,17 @@ import "github.com/getsentry/sentry-go"
 // had started it. The root transaction's baggage still holds the right one.
 const DSCContext = "sentry_sidecar.dsc"
 
+// StashDSC returns the DSCContext that carries dsc to the transport. The
+// map goes as it is, one value of the context: a context of its entries
+// would box every string, eight allocations a sampled request. dsc must not
+// change afterwards.
+func StashDSC(dsc map[string]string) sentry.Context {
+	return sentry.Context{dscEntries: dsc}
+}
+
+// dscEntries is the key of the sampling context in a DSCContext.
+const dscEntries = "entries"
+
 // TakeDSC removes the stashed sampling context from ev and returns it, or
 // nil when there is none.
 func TakeDSC(ev *sentry.Event) map[string]string {
@@ -21,11 +32,12 @@ func TakeDSC(ev *sentry.Event) map[string]string {
 		return nil
 	}
 	delete(ev.Contexts, DSCContext)
-	out := make(map[string]string, len(c))
-	for k, v := range c {
-		if s, ok := v.(string); ok {
-			out[k] = s
-		}
-	}
-	return out
+	dsc, _ := c[dscEntries].(map[string]string)
+	return dsc
+}
+
+// PeekDSC returns the sampling context stashed in ev, leaving it there.
+func PeekDSC(ev *sentry.Event) map[string]string {
+	dsc, _ := ev.Contexts[DSCContext][dscEntries].(map[string]string)
+	return dsc
 }

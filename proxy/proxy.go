@@ -234,7 +234,13 @@ type reqState struct {
 	contentType    string
 	tee            *teeBody // set when the answer will be reported
 
-	ip          string            // clientIP as text, see ipString
+	ip string // clientIP as text, see ipString
+	// hdr holds the values of the headers the proxy sets (X-Real-Ip and
+	// X-Request-Id upstream, X-Request-Id back), so that setting them
+	// allocates nothing: 3 of the 7 allocations the sidecar adds to a
+	// request. Each header gets a slice whose capacity ends at its
+	// element, so that an Add copies rather than overwrites the next.
+	hdr         [3]string
 	rec         recorder          // the response writer, kept here to save an allocation
 	route       string            // the path's route template
 	action      *Action           // the configured action of the route, if any
@@ -476,9 +482,11 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	// own X-Real-IP on as the sidecar's.
 	pr.Out.Header.Del("X-Real-Ip") // canonical keys: no new string per request
 	if ip := st.ipString(pr.In.RemoteAddr); ip != "" {
-		pr.Out.Header.Set("X-Real-Ip", ip)
+		st.hdr[0] = ip
+		pr.Out.Header["X-Real-Ip"] = st.hdr[0:1:1]
 	}
-	pr.Out.Header.Set(RequestIDHeader, st.id)
+	st.hdr[1] = st.id
+	pr.Out.Header[RequestIDHeader] = st.hdr[1:2:2]
 	if st.tx != nil {
 		p.traceUpstream(pr.Out, pr.In, st)
 	}
@@ -503,7 +511,8 @@ func (p *Proxy) modifyResponse(res *http.Response) error {
 	st := stateFrom(res.Request.Context())
 	st.upstreamDur = p.now().Sub(st.start)
 	st.upstreamStatus = res.StatusCode
-	res.Header.Set(RequestIDHeader, st.id)
+	st.hdr[2] = st.id
+	res.Header[RequestIDHeader] = st.hdr[2:3:3]
 	rp := &p.cfg.Report
 	st.captured = rp.captures(res.StatusCode) && !st.ignored
 	// A successful action without a user may be a login: keep the answer's

@@ -93,7 +93,7 @@ func TestMalformedTraceHeaderStartsATrace(t *testing.T) {
 	assert.Contains(t, up.Get("Baggage"), "sentry-trace_id="+traceID)
 	assert.NotContains(t, up.Get("Baggage"), "aaaaaaaa")
 	txs, _ := f.recorded(t, 1, 0)
-	assert.Equal(t, traceID, txs[0].Contexts[enrich.DSCContext]["trace_id"])
+	assert.Equal(t, traceID, enrich.PeekDSC(txs[0])["trace_id"])
 }
 
 // TestUpgradeOnAnActionRoute: an anonymous request on an action route is

@@ -143,11 +143,15 @@ func (p *Proxy) traceContext(st *reqState, h http.Header, rate float64) {
 		st.dsc[k] = v
 	}
 	var b strings.Builder
-	for _, k := range slices.Sorted(maps.Keys(st.dsc)) {
-		if b.Len() > 0 {
+	b.Grow(256) // one allocation for the whole line, not one per member
+	for i, k := range slices.Sorted(maps.Keys(st.dsc)) {
+		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString("sentry-" + k + "=" + url.PathEscape(st.dsc[k]))
+		b.WriteString("sentry-")
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(url.PathEscape(st.dsc[k]))
 	}
 	st.headBaggage = b.String()
 }
@@ -207,12 +211,9 @@ func finishTrace(st *reqState, status int) {
 	st.tx.Finish()
 }
 
-// dsc is the traced request's dynamic sampling context, from the root
-// transaction: the caller's, frozen, when it continued a trace.
+// dscContext is the traced request's dynamic sampling context, from the
+// root transaction (the caller's, frozen, when it continued a trace), as
+// the context that carries it to the transport.
 func (st *reqState) dscContext() sentry.Context {
-	c := make(sentry.Context, len(st.dsc))
-	for k, v := range st.dsc {
-		c[k] = v
-	}
-	return c
+	return enrich.StashDSC(st.dsc)
 }

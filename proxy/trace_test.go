@@ -243,7 +243,7 @@ func TestTraceHeadRecordsTheDecidedRate(t *testing.T) {
 	}
 	f.mu.Unlock()
 	assert.Contains(t, sampledBaggage, "sentry-sample_rate=0.5")
-	assert.Equal(t, "0.5", txs[0].Contexts[enrich.DSCContext]["sample_rate"], "the envelope's trace header")
+	assert.Equal(t, "0.5", enrich.PeekDSC(txs[0])["sample_rate"], "the envelope's trace header")
 }
 
 func TestTraceHeadDropsStaleSentryBaggage(t *testing.T) {
