@@ -179,24 +179,26 @@ func (p *Proxy) report(r *http.Request, st *reqState, status int, dur time.Durat
 	}
 	crumb := enrich.NewCrumb(st.start, r.Method, st.path, r.URL.RawQuery, status, dur)
 	crumb.Action, crumb.Fields = p.actionOf(st)
-	var trail []enrich.Crumb
-	if keepTrail {
-		if kind != "" {
-			trail = rp.Trails.Trail(user, nil)
-		}
-		rp.Trails.Add(user, crumb)
-	}
 	if kind == "" {
+		rp.Trails.Add(user, crumb)
 		return
 	}
 
-	// The throttle decides before anything is built: a storm of one
-	// failure costs a map lookup per request, not an event.
+	// The throttle decides before anything is built, the trail's copy
+	// included: a storm of one failure costs a map lookup per request, not
+	// an event (the copy alone was 4% of the CPU of all-500 traffic).
 	key := r.Method + "\x00" + st.route + "\x00" + strconv.Itoa(status)
 	if kind == eventProxyError {
 		key = "proxy-error\x00" + p.cfg.Upstream.Host + "\x00" + st.errKind
 	}
 	suppressed, ok := p.throttle.allow(key)
+	var trail []enrich.Crumb
+	if keepTrail {
+		if ok {
+			trail = rp.Trails.Trail(user, nil) // before this request joins it
+		}
+		rp.Trails.Add(user, crumb)
+	}
 	if !ok {
 		p.reportMetrics.events[kind]["throttled"].Inc()
 		return

@@ -189,6 +189,18 @@ func measure(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		}
 	}
 	printTable(stdout, o, run, results)
+	// A wrong status means the setup is broken (a refused token, a missing
+	// route): the figures would be of errors. Socket errors are measured,
+	// not refused: they are a result.
+	for _, c := range run {
+		for _, row := range results[c.name] {
+			for k, r := range row {
+				if n := r.wrongStatus(c.status); n > 0 {
+					return fmt.Errorf("%s, %s: %d answers were not %d", c.name, c.proxies[k].name, n, c.status)
+				}
+			}
+		}
+	}
 	return nil
 }
 
@@ -218,7 +230,8 @@ func newEnvironment(o options) (*environment, error) {
 
 // runOne starts p, loads it with c for the run's duration, and stops it.
 func (env *environment) runOne(ctx context.Context, c testCase, p proxy) (result, error) {
-	env.double.take() // counts from this run only
+	env.double.settle() // the last run's requests in flight
+	env.double.take()   // counts from this run only
 	var proc *process
 	var err error
 	base := env.doubleURL // direct: wrk posts to the double
@@ -279,6 +292,7 @@ func (env *environment) runOne(ctx context.Context, c testCase, p proxy) (result
 			return r, err
 		}
 	}
+	env.double.settle()
 	items, rejected := env.double.take()
 	if rejected > 0 {
 		return r, fmt.Errorf("the Sentry double rejected %d envelopes", rejected)

@@ -117,6 +117,25 @@ func (d *double) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte(`{}`))
 }
 
+// settle waits until nothing has arrived for 100 ms (at most 5 s): wrk
+// stops with requests in flight, which the double may still be counting.
+func (d *double) settle() {
+	last := int64(-1)
+	for range 50 {
+		d.mu.Lock()
+		n := d.rejected.Load()
+		for _, c := range d.items {
+			n += int64(c)
+		}
+		d.mu.Unlock()
+		if n == last {
+			return
+		}
+		last = n
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // take returns the counts so far and starts again from zero.
 func (d *double) take() (items map[string]int, rejected int64) {
 	d.mu.Lock()
