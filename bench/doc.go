@@ -2,8 +2,9 @@
 // request goes through a real http.Server on 127.0.0.1, a reverse proxy, a
 // real upstream and, for the sidecar, the production Sentry transport
 // delivering to an in-process Sentry double that parses every envelope.
-// It has no code of its own; the benchmarks and their fixtures are its
-// tests.
+// Its one piece of code is BareProxy, the baseline, which the load driver
+// (bench/load, run by scripts/bench.sh) measures too; the benchmarks and
+// their fixtures are its tests.
 //
 // Each case is one top-level benchmark with two (or three) sub-benchmarks
 // run back to back: the baseline and what is compared with it.

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"runtime"
 	"strconv"
@@ -92,26 +91,16 @@ func mustFront(tb testing.TB, h http.Handler) *httptest.Server {
 	return srv
 }
 
-// mustBareProxy is the baseline: httputil.ReverseProxy with Rewrite and
-// the pool the sidecar uses (a clone of http.DefaultTransport, Proxy nil,
-// 64 idle connections for the one host), nothing else.
+// mustBareProxy is BareProxy, the baseline, for upstream.
 func mustBareProxy(tb testing.TB, upstream string) http.Handler {
 	tb.Helper()
 	u, err := url.Parse(upstream)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.Proxy = nil
-	t.MaxIdleConnsPerHost = 64
+	h, t := BareProxy(u)
 	tb.Cleanup(t.CloseIdleConnections)
-	return &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(u)
-			pr.SetXForwarded()
-		},
-		Transport: t,
-	}
+	return h
 }
 
 // productionLogger is cmd/sentry-sidecar's newLogger at info in JSON,

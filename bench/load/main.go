@@ -29,6 +29,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sentry-sidecar/sentry-sidecar/bench"
 )
 
 func main() {
@@ -99,7 +101,8 @@ func runBare(ctx context.Context, args []string) error {
 	if err != nil || target.Host == "" {
 		return fmt.Errorf("bare: -upstream must be a URL, got %q", *up)
 	}
-	srv := &http.Server{Addr: *listen, Handler: bare(target), ReadHeaderTimeout: 10 * time.Second}
+	h, _ := bench.BareProxy(target)
+	srv := &http.Server{Addr: *listen, Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		_ = srv.Close()

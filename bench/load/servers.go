@@ -8,8 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,22 +55,6 @@ func upstream() http.Handler {
 			_, _ = w.Write(body1K)
 		}
 	})
-}
-
-// bare is the baseline: httputil.ReverseProxy with Rewrite and the pooled
-// transport the sidecar uses (no environment proxy, 64 idle connections per
-// host), and nothing else.
-func bare(target *url.URL) http.Handler {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.Proxy = nil
-	t.MaxIdleConnsPerHost = 64
-	return &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(target)
-			pr.SetXForwarded()
-		},
-		Transport: t,
-	}
 }
 
 // double is a Sentry that counts what it receives: envelopes parsed with
