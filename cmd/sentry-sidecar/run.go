@@ -306,8 +306,11 @@ func newLogger(cfg config.Log, w io.Writer) (*zap.Logger, func(), error) {
 	}
 	// Buffered: one write per access-log line was a syscall per request,
 	// about 4 µs of the proxy's 60 under load (BENCHMARKS.md). A line waits
-	// at most logFlushInterval; stop writes out the rest.
-	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(w), Size: logBufferSize, FlushInterval: logFlushInterval}
+	// at most logFlushInterval; stop writes out the rest. The buffer's
+	// periodic Sync would also fsync w when it is a file, holding the
+	// logger's lock meanwhile, so w is given without its Sync: the lines
+	// are written, and durability is the file system's business.
+	ws := &zapcore.BufferedWriteSyncer{WS: zapcore.AddSync(struct{ io.Writer }{w}), Size: logBufferSize, FlushInterval: logFlushInterval}
 	return zap.New(zapcore.NewCore(enc, ws, level)), func() { _ = ws.Stop() }, nil
 }
 
