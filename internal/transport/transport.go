@@ -46,6 +46,8 @@ const (
 	closeGrace = 500 * time.Millisecond
 	// recentOutcomes is how many final outcomes Outcome can still report.
 	recentOutcomes = 1024
+	// idleConnTimeout closes the own client's idle connections to Sentry.
+	idleConnTimeout = 5 * time.Second
 	// logEvery limits repeated warnings (a rejected envelope per event would
 	// flood the log; the metrics count every one).
 	logEvery = 10 * time.Second
@@ -198,12 +200,15 @@ func newClient(workers int) *http.Client {
 	return &http.Client{
 		Timeout: DefaultTimeout,
 		Transport: &http.Transport{
-			Proxy:                 http.ProxyFromEnvironment,
-			DialContext:           (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-			ForceAttemptHTTP2:     true,
-			MaxIdleConns:          max(workers, 2),
-			MaxIdleConnsPerHost:   max(workers, 2),
-			IdleConnTimeout:       90 * time.Second,
+			Proxy:               http.ProxyFromEnvironment,
+			DialContext:         (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			ForceAttemptHTTP2:   true,
+			MaxIdleConns:        max(workers, 2),
+			MaxIdleConnsPerHost: max(workers, 2),
+			// Short: after a burst (or a Sentry that hung and came back)
+			// up to Workers connections are left idle, two goroutines
+			// each; a sender busy enough to need them keeps them busy.
+			IdleConnTimeout:       idleConnTimeout,
 			TLSHandshakeTimeout:   3 * time.Second,
 			ExpectContinueTimeout: time.Second,
 		},
