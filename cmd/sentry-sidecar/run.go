@@ -305,7 +305,7 @@ func newLogger(cfg config.Log, w io.Writer) (*zap.Logger, func(), error) {
 		enc = zapcore.NewConsoleEncoder(ec)
 	}
 	// Buffered: one write per access-log line was a syscall per request,
-	// about 4 µs of the proxy's 60 under load (BENCHMARKS.md). A line waits
+	// about 2.5 µs of the proxy's 60 under load (BENCHMARKS.md). A line waits
 	// at most logFlushInterval; stop writes out the rest. The buffer's
 	// periodic Sync would also fsync w when it is a file, holding the
 	// logger's lock meanwhile, so w is given without its Sync: the lines
