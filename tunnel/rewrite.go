@@ -36,6 +36,10 @@ func rewriteEvent(p []byte, user any, scrub bool) ([]byte, error) {
 		if err != nil {
 			return nil, errors.New("payload is not valid JSON")
 		}
+		if !scrub {
+			out[k] = v // decoded for its UTF-8 only
+			continue
+		}
 		member := map[string]any{k: v}
 		enrich.ScrubEventMap(member)
 		out[k] = member[k]

@@ -312,6 +312,14 @@ func (c *Config) Resolve(hostname string) {
 			c.Log.Format = "console"
 		}
 	}
+	for name, ctx := range c.Sentry.Contexts {
+		if ctx == nil {
+			// "proxmox:" with nothing under it is an empty context, not a
+			// null one for Sentry (FuzzLoad found that it did not
+			// round-trip through YAML()).
+			c.Sentry.Contexts[name] = map[string]any{}
+		}
+	}
 }
 
 // DetectEnvironment is the seed's rule: a host named localhost or 127.0.0.1,
