@@ -338,7 +338,7 @@ log:
 `, up.URL, realDSN, browserRelease, jwtSecret, tunnelPath, browserConfigPath))
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("sidecar output:\n%s", sc.out.String())
+			t.Logf("sidecar output:\n%s", sc.Out.String())
 		}
 	})
 	return &browserScenario{srv: srv, sc: sc, up: up, realDSN: realDSN, upFrom: len(up.served())}
@@ -418,19 +418,19 @@ func (b *browserScenario) mustRun(t *testing.T, in browserInput) *browserRun {
 	p := mustStartProcess(t, "browser", filepath.Join(repoRoot, "e2e", "browser"),
 		[]string{"PATH=/usr/bin:/bin", "HOME=" + dir, "TMPDIR=" + dir}, node, "run.mjs", inputPath)
 	select {
-	case <-p.done:
+	case <-p.Done():
 	case <-time.After(browserRunTimeout):
-		t.Fatalf("run.mjs did not end within %s:\n%s", browserRunTimeout, p.out.String())
+		t.Fatalf("run.mjs did not end within %s:\n%s", browserRunTimeout, p.Out.String())
 	}
 	raw, err := os.ReadFile(output)
 	if err != nil {
-		t.Fatalf("run.mjs wrote no result (%v; exit %v):\n%s", err, p.err, p.out.String())
+		t.Fatalf("run.mjs wrote no result (%v; exit %v):\n%s", err, p.Err(), p.Out.String())
 	}
 	var run browserRun
 	mustJSON(t, raw, &run)
-	if run.Error != "" || p.err != nil {
+	if run.Error != "" || p.Err() != nil {
 		t.Fatalf("the browser run failed (exit %v): %s\nconsole: %q\nrequests: %q\ntunnel: %s\nrun.mjs output:\n%s",
-			p.err, run.Error, run.Console, run.Requests, run.summary(), p.out.String())
+			p.Err(), run.Error, run.Console, run.Requests, run.summary(), p.Out.String())
 	}
 	return &run
 }
@@ -591,7 +591,7 @@ func (b *browserScenario) mustOneEvent(t *testing.T, run *browserRun, failure st
 func (b *browserScenario) checkAccessLog(t *testing.T, run *browserRun) {
 	t.Helper()
 	var posts, configs int
-	sc := bufio.NewScanner(strings.NewReader(b.sc.out.String()))
+	sc := bufio.NewScanner(strings.NewReader(b.sc.Out.String()))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		var line struct {

@@ -3,8 +3,6 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,12 +12,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/sentry-sidecar/sentry-sidecar/internal/proctest"
 )
 
 // The Debian packages the API runs on; .ci/e2e installs them.
@@ -28,88 +26,14 @@ const (
 	apiPackages = "python3 python3-fastapi python3-uvicorn python3-jose python3-sentry-sdk"
 )
 
-// syncBuffer collects a process's output for the test and for failures.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// process is a child in a process group of its own (internal/proctest).
+type process = proctest.Process
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// process is a child in a process group of its own, so that stopping it
-// stops whatever it started too.
-type process struct {
-	name string
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan struct{} // closed when Wait returned
-	err  error         // Wait's result, set before done is closed
-}
-
-// mustStartProcess starts argv with exactly env (nothing of the test's own
-// environment leaks in: a SENTRY_DSN in CI must not reach the sidecar) and
-// stops it, and its group, when tb ends.
+// mustStartProcess starts argv in dir with exactly env and stops it, and
+// its group, when tb ends.
 func mustStartProcess(tb testing.TB, name, dir string, env []string, argv ...string) *process {
 	tb.Helper()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir = dir
-	cmd.Env = env
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid: true,
-		// If the test binary dies (a -timeout panic skips every cleanup),
-		// the kernel kills the child: no leftovers.
-		Pdeathsig: syscall.SIGKILL,
-	}
-	cmd.WaitDelay = 5 * time.Second
-	require.NoError(tb, cmd.Start(), "start %s", name)
-	p := &process{name: name, cmd: cmd, out: out, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	tb.Cleanup(func() { p.stop(tb) })
-	return p
-}
-
-// exited reports whether the process has ended.
-func (p *process) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM to the group, then SIGKILL after 10 s, and waits.
-func (p *process) stop(tb testing.TB) {
-	tb.Helper()
-	if p.exited() {
-		return
-	}
-	pgid := p.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		tb.Errorf("%s did not stop within 10 s of SIGTERM; killing its group", p.name)
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-p.done
-	}
-	// Anything the process left in its group goes too.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	return proctest.Start(tb, name, dir, env, argv...)
 }
 
 // freePort returns a 127.0.0.1 port that was free a moment ago.
@@ -157,7 +81,7 @@ func mustStartAPI(tb testing.TB, env []string) *api {
 			python, "-I", "-u", "-B", filepath.Join("e2e", "api", "app.py"), "--port", fmt.Sprint(port))
 		a := &api{process: p, url: fmt.Sprintf("http://127.0.0.1:%d", port)}
 		deadline := time.Now().Add(30 * time.Second)
-		for time.Now().Before(deadline) && !p.exited() {
+		for time.Now().Before(deadline) && !p.Exited() {
 			if res, err := client.Get(a.url + "/health"); err == nil {
 				res.Body.Close()
 				if res.StatusCode == http.StatusOK {
@@ -166,12 +90,12 @@ func mustStartAPI(tb testing.TB, env []string) *api {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		if !p.exited() {
-			tb.Fatalf("the API did not answer /health within 30 s:\n%s", p.out.String())
+		if !p.Exited() {
+			tb.Fatalf("the API did not answer /health within 30 s:\n%s", p.Out.String())
 		}
 		last = p
 	}
-	tb.Fatalf("the API exited at start three times; last output:\n%s", last.out.String())
+	tb.Fatalf("the API exited at start three times; last output:\n%s", last.Out.String())
 	return nil
 }
 
@@ -188,28 +112,9 @@ func mustStartSidecar(tb testing.TB, config string) *sidecar {
 	dir := tb.TempDir()
 	path := filepath.Join(dir, "sidecar.yaml")
 	require.NoError(tb, os.WriteFile(path, []byte(config), 0o600))
-	p := mustStartProcess(tb, "sidecar", dir, []string{"PATH=/usr/bin:/bin", "HOME=" + dir},
-		sidecarBin, "run", "-config", path)
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		sc := bufio.NewScanner(strings.NewReader(p.out.String()))
-		for sc.Scan() {
-			var line struct {
-				Msg       string `json:"msg"`
-				Addr      string `json:"addr"`
-				AdminAddr string `json:"admin_addr"`
-			}
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
-				return &sidecar{process: p, url: "http://" + line.Addr, admin: "http://" + line.AdminAddr}
-			}
-		}
-		if p.exited() {
-			tb.Fatalf("the sidecar exited before listening (%v):\n%s", p.err, p.out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	tb.Fatalf("the sidecar logged no \"listening\" line within 15 s:\n%s", p.out.String())
-	return nil
+	p := mustStartProcess(tb, "sidecar", dir, proctest.Env(dir, nil), sidecarBin, "run", "-config", path)
+	addr, admin := proctest.WaitListening(tb, p)
+	return &sidecar{process: p, url: "http://" + addr, admin: "http://" + admin}
 }
 
 // client talks to the API and the sidecar: loopback only, no environment

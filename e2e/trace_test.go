@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -27,6 +26,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/sentry-sidecar/sentry-sidecar/internal/proctest"
 	"github.com/sentry-sidecar/sentry-sidecar/internal/sentrytest"
 )
 
@@ -65,15 +65,13 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	sidecarBin = filepath.Join(dir, "sentry-sidecar")
-	build := exec.Command("go", "build", "-o", sidecarBin, "./cmd/sentry-sidecar")
-	build.Dir = repoRoot
-	start := time.Now()
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/sentry-sidecar: %v\n%s", err, out)
+	bin, took, err := proctest.BuildSidecar(repoRoot, dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
-	fmt.Printf("e2e: built the sidecar in %s\n", time.Since(start).Round(time.Millisecond))
+	sidecarBin = bin
+	fmt.Printf("e2e: built the sidecar in %s\n", took.Round(time.Millisecond))
 	code := m.Run()
 	if code == 0 {
 		if err := goleak.Find(); err != nil {
@@ -116,7 +114,7 @@ func TestTrace(t *testing.T) {
 	t.Run("logged-in user on the transaction", s.testUserOnTransaction)
 
 	if t.Failed() {
-		t.Logf("API output:\n%s", a.out.String())
+		t.Logf("API output:\n%s", a.Out.String())
 	}
 }
 
@@ -145,7 +143,7 @@ log:
 `, s.api.url, s.srv.DSN(sidecarKey, sidecarProject), rate, jwtSecret))
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("sidecar output:\n%s", sc.out.String())
+			t.Logf("sidecar output:\n%s", sc.Out.String())
 		}
 	})
 	return sc

@@ -54,7 +54,7 @@ type cfSidecar struct {
 func cfStartSidecar(tb testing.TB, config string) *cfSidecar {
 	tb.Helper()
 	s := sfStartSidecar(tb, config)
-	return &cfSidecar{sfSidecar: s, pid: s.cmd.Process.Pid}
+	return &cfSidecar{sfSidecar: s, pid: s.Cmd.Process.Pid}
 }
 
 // cfConf is a sidecar configuration: loopback listeners, JSON logs, a fast
@@ -216,7 +216,7 @@ type cfAccess struct {
 // accessLog returns the access-log lines by request id.
 func (s *cfSidecar) accessLog() map[string]cfAccess {
 	out := map[string]cfAccess{}
-	sc := bufio.NewScanner(strings.NewReader(s.out.String()))
+	sc := bufio.NewScanner(strings.NewReader(s.Out.String()))
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
 		line := sc.Bytes()
@@ -615,7 +615,7 @@ func TestAPIDiesMidLoad(t *testing.T) {
 	_, idle := cfWait(5*time.Second, func() bool { return sc.metric(t, "sidecar_requests_in_flight") == 0 })
 	assert.True(t, idle, "requests still in flight at the sidecar after the load ended")
 	t.Logf("%d requests by %d clients: %v; readiness 503 %v after the kill (%q), 200 %v after the restart (probe interval %v); %d \"upstream error\" warnings logged",
-		len(results), workers, counts, downAfter.Round(time.Millisecond), reason, upAfter.Round(time.Millisecond), interval, strings.Count(sc.out.String(), `"msg":"upstream error"`))
+		len(results), workers, counts, downAfter.Round(time.Millisecond), reason, upAfter.Round(time.Millisecond), interval, strings.Count(sc.Out.String(), `"msg":"upstream error"`))
 	recordRow(faultRow{
 		Scenario: "api: dies mid-load, comes back", Requests: len(results), Errors: counts["error"] + downWrong + upWrong,
 		Note: fmt.Sprintf("%d×200 %d×502, none hung; readyz 503 after %v, 200 after %v (probe every %v)",

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sentry-sidecar/sentry-sidecar/internal/proctest"
 	"github.com/sentry-sidecar/sentry-sidecar/internal/sentrytest"
 )
 
@@ -373,8 +374,8 @@ log:
 	}), "upstream.url's credentials are config, never sent as the client's")
 
 	// Stop, so the last flush and log lines are in.
-	s.stop(t)
-	require.NoError(t, s.err, "exit status after SIGTERM")
+	s.Stop(t)
+	require.NoError(t, s.Err(), "exit status after SIGTERM")
 
 	// What the session reported, where it went: the events carry the user
 	// and [Filtered] where the secrets were (else the scan below proves
@@ -399,12 +400,11 @@ log:
 	}
 
 	places = append(places,
-		hxPlace{"sidecar stderr (access log and every other log line)", s.stderr.Bytes()},
-		hxPlace{"sidecar stdout", s.stdout.Bytes()},
+		hxPlace{"sidecar stdout and stderr (access log and every other log line)", s.Out.Bytes()},
 	)
 	// check with the same config and environment.
 	chk := exec.Command(sidecarBin, "check", "-config", s.config)
-	chk.Env = hxEnv(s.dir, env)
+	chk.Env = proctest.Env(s.dir, env)
 	var chkOut, chkErr bytes.Buffer
 	chk.Stdout, chk.Stderr = &chkOut, &chkErr
 	require.NoError(t, chk.Run(), "check: %s", chkErr.String())

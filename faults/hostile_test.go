@@ -31,7 +31,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"text/tabwriter"
 	"time"
@@ -40,6 +39,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sentry-sidecar/sentry-sidecar/internal/proctest"
 	"github.com/sentry-sidecar/sentry-sidecar/internal/sentrytest"
 	"github.com/sentry-sidecar/sentry-sidecar/tunnel"
 )
@@ -52,90 +52,12 @@ import (
 
 // ---- harness: the binary, its process, its logs ----
 
-// hxBuffer collects a process's output.
-type hxBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *hxBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *hxBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.b.Bytes())
-}
-
-func (s *hxBuffer) String() string { return string(s.Bytes()) }
-
-// hxProc is a child in a process group of its own.
-type hxProc struct {
-	cmd            *exec.Cmd
-	stdout, stderr *hxBuffer
-	done           chan struct{}
-	err            error // Wait's result, set before done is closed
-}
-
-// hxEnv is a process environment of exactly vars plus PATH and HOME:
-// nothing of the test's own environment (a SENTRY_DSN in CI) leaks in.
-func hxEnv(home string, vars map[string]string) []string {
-	env := []string{"PATH=/usr/bin:/bin", "HOME=" + home}
-	for k, v := range vars {
-		env = append(env, k+"="+v)
-	}
-	return env
-}
-
-// hxStartProc starts argv and stops it, and its group, when tb ends.
-func hxStartProc(tb testing.TB, env []string, argv ...string) *hxProc {
-	tb.Helper()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = env
-	p := &hxProc{cmd: cmd, stdout: &hxBuffer{}, stderr: &hxBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
-	// If the test binary dies (a -timeout panic skips cleanups), the kernel
-	// kills the child.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.WaitDelay = 5 * time.Second
-	require.NoError(tb, cmd.Start())
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	tb.Cleanup(func() { p.stop(tb) })
-	return p
-}
-
-func (p *hxProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM to the group, SIGKILL after 15 s, and waits.
-func (p *hxProc) stop(tb testing.TB) {
-	tb.Helper()
-	if p.exited() {
-		return
-	}
-	pgid := p.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		tb.Errorf("pid %d did not stop within 15 s of SIGTERM; killing its group", pgid)
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-p.done
-	}
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-}
+// hxProc is a child in a process group of its own, and hxBuffer collects
+// output safely for concurrent use (internal/proctest).
+type (
+	hxProc   = proctest.Process
+	hxBuffer = proctest.Buffer
+)
 
 // hxPeakRSS is the process's peak resident set (VmHWM), in bytes; 0 when
 // /proc does not say.
@@ -172,28 +94,14 @@ func hxStartSidecar(tb testing.TB, config string, env map[string]string) *hxSide
 	dir := tb.TempDir()
 	path := filepath.Join(dir, "sidecar.yaml")
 	require.NoError(tb, os.WriteFile(path, []byte(config), 0o600))
-	p := hxStartProc(tb, hxEnv(dir, env), sidecarBin, "run", "-config", path)
+	p := proctest.Start(tb, "sidecar", dir, proctest.Env(dir, env), sidecarBin, "run", "-config", path)
 	tb.Cleanup(func() {
 		if tb.Failed() {
-			tb.Logf("sidecar stderr (last 8 KiB):\n%s", sfTail(p.stderr.String(), 8<<10))
+			tb.Logf("sidecar output (last 8 KiB):\n%s", sfTail(p.Out.String(), 8<<10))
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, line := range hxLogLines(p.stderr.Bytes()) {
-			if line["msg"] == "listening" {
-				addr, _ := line["addr"].(string)
-				admin, _ := line["admin_addr"].(string)
-				return &hxSidecar{hxProc: p, dir: dir, config: path, env: env, url: "http://" + addr, addr: addr, admin: "http://" + admin}
-			}
-		}
-		if p.exited() {
-			tb.Fatalf("the sidecar exited before listening (%v):\n%s", p.err, p.stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	tb.Fatalf("the sidecar logged no \"listening\" line within 15 s:\n%s", p.stderr.String())
-	return nil
+	addr, admin := proctest.WaitListening(tb, p)
+	return &hxSidecar{hxProc: p, dir: dir, config: path, env: env, url: "http://" + addr, addr: addr, admin: "http://" + admin}
 }
 
 // hxLogLines decodes the JSON log lines of b; a line that is not JSON
@@ -218,7 +126,7 @@ func hxAccessLine(tb testing.TB, s *hxSidecar, requestID string) map[string]any 
 	tb.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		for _, l := range hxLogLines(s.stderr.Bytes()) {
+		for _, l := range hxLogLines(s.Out.Bytes()) {
 			if l["msg"] == "request" && l["request_id"] == requestID {
 				return l
 			}
@@ -261,7 +169,7 @@ func hxDo(tb testing.TB, method, url string, header http.Header, body []byte) (*
 // hxAlive fails tb unless the process runs and its admin /healthz answers.
 func hxAlive(tb testing.TB, s *hxSidecar) {
 	tb.Helper()
-	require.False(tb, s.exited(), "the sidecar died: %v\n%s", s.err, s.stderr.String())
+	require.False(tb, s.Exited(), "the sidecar died: %v\n%s", s.Err(), s.Out.String())
 	res, _ := hxDo(tb, http.MethodGet, s.admin+"/healthz", nil, nil)
 	require.Equal(tb, http.StatusOK, res.StatusCode, "admin /healthz")
 }
@@ -1146,8 +1054,8 @@ log:
 				answers[i] += " kept-alive"
 			}
 		})
-		if !ok && e.s.exited() {
-			t.Fatalf("the sidecar died in %q:\n%s", tc.name, e.s.stderr.String())
+		if !ok && e.s.Exited() {
+			t.Fatalf("the sidecar died in %q:\n%s", tc.name, e.s.Out.String())
 		}
 	}
 
@@ -1155,14 +1063,14 @@ log:
 	// panicked, and, once flushed, had sent Sentry only what Relay accepts
 	// and only what each case allows.
 	hxAlive(t, e.s)
-	peak := hxPeakRSS(e.s.cmd.Process.Pid)
-	e.s.stop(t)
-	require.NoError(t, e.s.err, "exit status after SIGTERM")
-	for _, line := range strings.Split(e.s.stderr.String(), "\n") {
+	peak := hxPeakRSS(e.s.Cmd.Process.Pid)
+	e.s.Stop(t)
+	require.NoError(t, e.s.Err(), "exit status after SIGTERM")
+	for _, line := range strings.Split(e.s.Out.String(), "\n") {
 		assert.NotContains(t, line, "goroutine ", "no stack trace")
 		assert.NotContains(t, line, "panic")
 	}
-	for _, l := range hxLogLines(e.s.stderr.Bytes()) {
+	for _, l := range hxLogLines(e.s.Out.Bytes()) {
 		assert.NotContains(t, l, "_raw", "every log line is JSON")
 	}
 	assert.Empty(t, e.double.Rejections(), "the double (Relay's rules) rejected nothing the sidecar sent")
@@ -1221,7 +1129,7 @@ func TestHostileAdminExposure(t *testing.T) {
 		path := filepath.Join(dir, "sidecar.yaml")
 		require.NoError(t, os.WriteFile(path, []byte("jwt:\n  secret: s\n"), 0o600))
 		cmd := exec.Command(sidecarBin, "check", "-config", path)
-		cmd.Env = hxEnv(dir, env)
+		cmd.Env = proctest.Env(dir, env)
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		require.NoError(t, cmd.Run(), errb.String())
@@ -1265,6 +1173,6 @@ func TestHostileAdminExposure(t *testing.T) {
 			return res.StatusCode == http.StatusOK
 		}, 10*time.Second, 50*time.Millisecond, "probe %s without a token", path)
 	}
-	s.stop(t)
-	assert.NotContains(t, s.stderr.String(), token, "the token is in no log line")
+	s.Stop(t)
+	assert.NotContains(t, s.Out.String(), token, "the token is in no log line")
 }

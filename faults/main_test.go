@@ -13,24 +13,21 @@
 package faults
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"text/tabwriter"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/sentry-sidecar/sentry-sidecar/internal/proctest"
 )
 
 var (
@@ -55,15 +52,13 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	sidecarBin = filepath.Join(dir, "sentry-sidecar")
-	build := exec.Command("go", "build", "-o", sidecarBin, "./cmd/sentry-sidecar")
-	build.Dir = repoRoot
-	start := time.Now()
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "faults: go build ./cmd/sentry-sidecar: %v\n%s", err, out)
+	bin, took, err := proctest.BuildSidecar(repoRoot, dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "faults:", err)
 		return 1
 	}
-	fmt.Printf("faults: built the sidecar in %s\n", time.Since(start).Round(time.Millisecond))
+	sidecarBin = bin
+	fmt.Printf("faults: built the sidecar in %s\n", took.Round(time.Millisecond))
 
 	code := m.Run()
 	printRows(os.Stdout)
@@ -141,100 +136,8 @@ func printRows(w io.Writer) {
 	tw.Flush()
 }
 
-// sfBuffer collects a process's output for the test and for failures.
-type sfBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *sfBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *sfBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// sfProcess is a child in a process group of its own.
-type sfProcess struct {
-	name string
-	cmd  *exec.Cmd
-	out  *sfBuffer
-	done chan struct{} // closed when Wait returned
-	err  error         // Wait's result, set before done is closed
-}
-
-// sfStartProcess starts argv with exactly env (nothing of the test's own
-// environment leaks in: a SENTRY_DSN in CI must not reach the sidecar) and
-// kills it, and its group, when tb ends.
-func sfStartProcess(tb testing.TB, name, dir string, env []string, argv ...string) *sfProcess {
-	tb.Helper()
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir = dir
-	cmd.Env = env
-	out := &sfBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid: true,
-		// If the test binary dies (a -timeout panic skips every cleanup),
-		// the kernel kills the child.
-		Pdeathsig: syscall.SIGKILL,
-	}
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start %s: %v", name, err)
-	}
-	p := &sfProcess{name: name, cmd: cmd, out: out, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	tb.Cleanup(func() { p.sfStop(tb) })
-	return p
-}
-
-// sfExited reports whether the process has ended.
-func (p *sfProcess) sfExited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// sfWait waits at most timeout for the process to end and returns its exit
-// code (-1 when a signal ended it); ok is false if it is still running.
-func (p *sfProcess) sfWait(timeout time.Duration) (code int, ok bool) {
-	select {
-	case <-p.done:
-		return p.cmd.ProcessState.ExitCode(), true
-	case <-time.After(timeout):
-		return 0, false
-	}
-}
-
-// sfStop sends SIGTERM to the group, then SIGKILL after 10 s, and waits.
-func (p *sfProcess) sfStop(tb testing.TB) {
-	tb.Helper()
-	pgid := p.cmd.Process.Pid
-	if !p.sfExited() {
-		_ = syscall.Kill(-pgid, syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			tb.Errorf("%s did not stop within 10 s of SIGTERM; killing its group", p.name)
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
-			<-p.done
-		}
-	}
-	// Anything the process left in its group goes too.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-}
+// sfProcess is a child in a process group of its own (internal/proctest).
+type sfProcess = proctest.Process
 
 // sfSidecar is the built binary, running.
 type sfSidecar struct {
@@ -253,34 +156,14 @@ func sfStartSidecar(tb testing.TB, config string) *sfSidecar {
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	p := sfStartProcess(tb, "sidecar", dir, []string{"PATH=/usr/bin:/bin", "HOME=" + dir},
-		sidecarBin, "run", "-config", path)
+	p := proctest.Start(tb, "sidecar", dir, proctest.Env(dir, nil), sidecarBin, "run", "-config", path)
 	tb.Cleanup(func() {
 		if tb.Failed() {
-			tb.Logf("sidecar output (last 8 KiB):\n%s", sfTail(p.out.String(), 8<<10))
+			tb.Logf("sidecar output (last 8 KiB):\n%s", sfTail(p.Out.String(), 8<<10))
 		}
 	})
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		sc := bufio.NewScanner(strings.NewReader(p.out.String()))
-		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-		for sc.Scan() {
-			var line struct {
-				Msg       string `json:"msg"`
-				Addr      string `json:"addr"`
-				AdminAddr string `json:"admin_addr"`
-			}
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
-				return &sfSidecar{sfProcess: p, url: "http://" + line.Addr, admin: "http://" + line.AdminAddr}
-			}
-		}
-		if p.sfExited() {
-			tb.Fatalf("the sidecar exited before listening (%v):\n%s", p.err, p.out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	tb.Fatalf("the sidecar logged no \"listening\" line within 15 s:\n%s", p.out.String())
-	return nil
+	addr, admin := proctest.WaitListening(tb, p)
+	return &sfSidecar{sfProcess: p, url: "http://" + addr, admin: "http://" + admin}
 }
 
 // sfTail is the last n bytes of s.

@@ -376,7 +376,7 @@ func sfRunMode(t *testing.T, up *sfUpstream, m sfMode) sfModeResult {
 		s.dsn = fmt.Sprintf("http://%s@%s/%d", sfSentryKey, s.refusing, sfProject)
 	}
 	sc := sfStartSidecar(t, sfSidecarConfig(up.url, s.dsn))
-	stopRSS := sfRSSSampler(sc.cmd.Process.Pid)
+	stopRSS := sfRSSSampler(sc.Cmd.Process.Pid)
 	prefix := "sf-" + strings.ReplaceAll(m.name, " ", "-")
 
 	// Warm-up: connections to the API and to Sentry, the token cache and

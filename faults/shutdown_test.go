@@ -138,8 +138,8 @@ func TestShutdownHangingSentry(t *testing.T) {
 	queued := sfMetrics(t, sc.admin)["sidecar_sentry_queue_length"]
 
 	start := time.Now()
-	require.NoError(t, syscall.Kill(sc.cmd.Process.Pid, syscall.SIGTERM))
-	code, exited := sc.sfWait(drain + grace + flush + 10*time.Second)
+	require.NoError(t, syscall.Kill(sc.Cmd.Process.Pid, syscall.SIGTERM))
+	code, exited := sc.Wait(drain + grace + flush + 10*time.Second)
 	elapsed := time.Since(start)
 	require.True(t, exited, "the sidecar still runs %v after SIGTERM", elapsed)
 	limit := drain + grace + flush + sfExitSlack
@@ -148,7 +148,7 @@ func TestShutdownHangingSentry(t *testing.T) {
 	assert.Equal(t, 0, code, "exit code")
 	assert.LessOrEqual(t, elapsed, limit, "shutdown with a hanging Sentry is bounded")
 	assert.GreaterOrEqual(t, elapsed, drain+grace, "the held request kept the sidecar for the whole grace period")
-	out := sc.out.String()
+	out := sc.Out.String()
 	assert.Contains(t, out, `"msg":"grace period over, closing open connections"`)
 	assert.Contains(t, out, `"msg":"stopped"`)
 
@@ -202,7 +202,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 	srv.AllowKey(sfSentryKey)
 	srv.SetDelay(200 * time.Millisecond)
 	sc := sfStartSidecar(t, sfShutdownConfig(up.url, srv.DSN(sfSentryKey, sfProject), drain, grace, flush))
-	stopRSS := sfRSSSampler(sc.cmd.Process.Pid)
+	stopRSS := sfRSSSampler(sc.Cmd.Process.Pid)
 
 	// Events captured before the signal: the double takes 200 ms each, so
 	// with 4 senders most of them are still queued when SIGTERM comes.
@@ -287,7 +287,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 
 	// SIGTERM; readiness must say 503 before any in-flight request ends.
 	signalled := time.Now()
-	require.NoError(t, syscall.Kill(sc.cmd.Process.Pid, syscall.SIGTERM))
+	require.NoError(t, syscall.Kill(sc.Cmd.Process.Pid, syscall.SIGTERM))
 	var readyAt time.Time
 	for time.Since(signalled) < time.Second {
 		if sfReadyz(sc.admin) == http.StatusServiceUnavailable {
@@ -304,7 +304,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 	drainCode, drainBody, drainErr := sfDo(fresh, sc.url+sfOKRoute, u0.token, "sf-during-drain")
 
 	wg.Wait()
-	code, exited := sc.sfWait(drain + grace + flush + 10*time.Second)
+	code, exited := sc.Wait(drain + grace + flush + 10*time.Second)
 	elapsed := time.Since(signalled)
 	peak := stopRSS()
 	require.True(t, exited, "the sidecar still runs %v after SIGTERM", elapsed)
@@ -341,7 +341,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 	assert.Positive(t, undeliveredAtSignal, "events were still queued at the signal (else the flush is not tested)")
 	assert.Equal(t, pre, sfCount(ids, preIDs), "every event captured before the signal is delivered")
 	assert.Equal(t, len(deployFailIDs), sfCount(ids, deployFailIDs), "every event captured during the grace period is delivered")
-	out := sc.out.String()
+	out := sc.Out.String()
 	assert.NotContains(t, out, "grace period over", "the grace period was enough for every request")
 	assert.Contains(t, out, `"msg":"stopped"`)
 
